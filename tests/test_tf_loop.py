@@ -1,0 +1,154 @@
+"""companion.tf_loop.train reproduces model.fit's logged numbers."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import companion  # noqa: E402
+from companion import tf_loop  # noqa: E402
+from companion.data import load_diabetes  # noqa: E402
+
+X, Y = load_diabetes()
+WEIGHTS = np.random.default_rng(0).uniform(0.2, 3.0, size=len(X)).astype(np.float32)
+BATCH, EPOCHS = 32, 3  # 442 = 13 * 32 + 26: a short last batch
+
+
+def build_model(l2=0.01, seed=1):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((X.shape[1],)),
+            keras.layers.Dense(8, activation="tanh", kernel_regularizer=keras.regularizers.L2(l2)),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+def twin(model):
+    other = keras.models.clone_model(model)
+    other.set_weights(model.get_weights())
+    return other
+
+
+def make_optimizer(name):
+    return keras.optimizers.SGD(0.05) if name == "sgd" else keras.optimizers.Adam(0.01)
+
+
+def metric_set():
+    return dict(
+        metrics=[keras.metrics.MeanSquaredError(name="mse"), keras.metrics.MeanAbsoluteError(name="mae")],
+        weighted_metrics=[keras.metrics.MeanSquaredError(name="weighted_mse")],
+    )
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    companion.seed_everything(0)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sample_weight"])
+def test_history_equals_fit(optimizer, weighted):
+    reference = build_model()
+    ours = twin(reference)
+    sample_weight = WEIGHTS if weighted else None
+    reference.compile(optimizer=make_optimizer(optimizer), loss=keras.losses.MeanSquaredError(), **metric_set())
+    fit_history = reference.fit(
+        X, Y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0, sample_weight=sample_weight
+    ).history
+    log = tf_loop.train(
+        ours, X, Y, loss=keras.losses.MeanSquaredError(), optimizer=make_optimizer(optimizer),
+        batch_size=BATCH, epochs=EPOCHS, sample_weight=sample_weight, **metric_set(),
+    )
+    assert list(log.history) == ["loss", "mse", "mae", "weighted_mse"]
+    assert set(log.history) == set(fit_history)
+    for key, values in fit_history.items():
+        np.testing.assert_allclose(log.history[key], values, rtol=1e-5, err_msg=key)
+    for a, b in zip(reference.get_weights(), ours.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # The check must be able to fail: sample weights change the loss and weighted metric only.
+    if weighted:
+        assert abs(log.history["weighted_mse"][0] - log.history["mse"][0]) > 1e-4
+
+
+def test_batch_records_are_pre_update_and_running_means():
+    model = build_model()
+    start = twin(model)
+    log = tf_loop.train(
+        model, X, Y, loss=keras.losses.MeanSquaredError(), optimizer=keras.optimizers.SGD(0.1),
+        batch_size=BATCH, epochs=2, metrics=[keras.metrics.MeanSquaredError(name="mse")],
+    )
+    assert len(log.batches) == 2 * 14
+    assert log.sizes(epoch=0).tolist() == [32] * 13 + [26]
+    # Step 0 is measured on the initial weights: recompute it from the untouched twin.
+    first = start(X[:BATCH], training=True).numpy()
+    mse0 = float(np.mean((first - Y[:BATCH]) ** 2))
+    penalty0 = float(sum(loss.numpy() for loss in start.losses))
+    assert log.batches[0].batch["mse"] == pytest.approx(mse0, rel=1e-6)
+    assert log.batches[0].batch["loss"] == pytest.approx(mse0 + penalty0, rel=1e-6)
+    # The epoch value is the size-weighted mean of the batch values, and equals the last running value.
+    for epoch in range(2):
+        sizes = log.sizes(epoch=epoch)
+        for key in ("loss", "mse"):
+            batch = log.series(key, epoch=epoch)
+            assert log.history[key][epoch] == pytest.approx(np.sum(batch * sizes) / sizes.sum(), rel=1e-6)
+            assert log.series(key, kind="running", epoch=epoch)[-1] == log.history[key][epoch]
+        # ...and not the plain mean of batch means, which overweights the short last batch.
+        plain = log.series("loss", epoch=epoch).mean()
+        assert abs(plain - log.history["loss"][epoch]) > 1e-7
+
+
+def test_loss_minus_metric_is_the_penalty():
+    model = build_model(l2=0.05)
+    log = tf_loop.train(
+        model, X, Y, loss=keras.losses.MeanSquaredError(), optimizer=keras.optimizers.SGD(0.0),
+        batch_size=BATCH, epochs=1, metrics=[keras.metrics.MeanSquaredError(name="mse")],
+    )
+    penalty = float(sum(loss.numpy() for loss in model.losses))  # lr=0: weights never moved
+    assert penalty > 0.01
+    assert log.history["loss"][0] - log.history["mse"][0] == pytest.approx(penalty, rel=1e-4)
+
+
+def test_shuffle_is_reproducible_from_seed():
+    runs = []
+    for seed in (3, 3, 4):
+        model = build_model()
+        runs.append(tf_loop.train(
+            model, X, Y, loss=keras.losses.MeanSquaredError(), optimizer=keras.optimizers.SGD(0.05),
+            batch_size=BATCH, epochs=2, shuffle=True, seed=seed,
+        ).history["loss"])
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_zero_epochs_gives_empty_history():
+    log = tf_loop.train(build_model(), X, Y, loss=keras.losses.MeanSquaredError(),
+                        optimizer=keras.optimizers.SGD(0.1), batch_size=BATCH, epochs=0)
+    assert log.history == {"loss": []} and log.batches == []
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (dict(batch_size=0), ValueError, "batch_size"),
+        (dict(batch_size=2.5), TypeError, "batch_size"),
+        (dict(epochs=-1), ValueError, "epochs"),
+        (dict(y=Y[:-1]), ValueError, "y must have one row per sample"),
+        (dict(x=np.full_like(X, np.nan)), ValueError, "x must be finite"),
+        (dict(x=X[:0]), ValueError, "x must not be empty"),
+        (dict(sample_weight=WEIGHTS[:10]), ValueError, "sample_weight"),
+        (dict(sample_weight=-WEIGHTS), ValueError, "sample_weight must be non-negative"),
+        (dict(loss="mse"), TypeError, "loss must be a keras"),
+        (dict(optimizer="sgd"), TypeError, "optimizer must be a keras"),
+        (dict(metrics=["mse"]), TypeError, "metrics must hold"),
+        (dict(shuffle="yes"), TypeError, "shuffle"),
+        (dict(model=object()), TypeError, "model must be a keras.Model"),
+    ],
+)
+def test_bad_input_is_rejected_by_name(change, error, match):
+    arguments = dict(model=build_model(), x=X, y=Y, loss=keras.losses.MeanSquaredError(),
+                     optimizer=keras.optimizers.SGD(0.1), batch_size=BATCH, epochs=1)
+    arguments.update(change)
+    with pytest.raises(error, match=match):
+        tf_loop.train(**arguments)
