@@ -1,0 +1,55 @@
+"""companion.models builds twin networks and copies weights across frameworks."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+keras = pytest.importorskip("keras")
+
+from companion import models  # noqa: E402
+
+
+def test_copied_networks_predict_the_same():
+    x = np.random.default_rng(0).normal(size=(20, 5)).astype(np.float32)
+    keras_model = models.keras_mlp(5, hidden=(7, 3), activation="relu", seed=2)
+    torch_model = models.torch_mlp(5, hidden=(7, 3), activation="relu")
+    with torch.no_grad():
+        before = torch_model(torch.from_numpy(x)).numpy()
+    models.copy_keras_weights_to_torch(keras_model, torch_model)
+    with torch.no_grad():
+        after = torch_model(torch.from_numpy(x)).numpy()
+    expected = keras_model(x).numpy()
+    np.testing.assert_allclose(after, expected, rtol=1e-5, atol=1e-6)
+    assert np.max(np.abs(before - expected)) > 1e-3  # the copy did something
+
+
+def test_l2_penalty_matches_keras():
+    keras_model = models.keras_mlp(4, hidden=(6,), l2=0.03, seed=0)
+    torch_model = models.torch_mlp(4, hidden=(6,))
+    models.copy_keras_weights_to_torch(keras_model, torch_model)
+    keras_penalty = float(sum(loss.numpy() for loss in keras_model.losses))
+    assert keras_penalty > 0
+    assert float(models.torch_l2_penalty(0.03)(torch_model).detach()) == pytest.approx(keras_penalty, rel=1e-6)
+
+
+def test_mismatched_layers_are_refused():
+    with pytest.raises(ValueError, match="Dense layers"):
+        models.copy_keras_weights_to_torch(models.keras_mlp(3, hidden=(4,)), models.torch_mlp(3, hidden=(4, 4)))
+    with pytest.raises(ValueError, match="kernel of shape"):
+        models.copy_keras_weights_to_torch(models.keras_mlp(3, hidden=(4,)), models.torch_mlp(3, hidden=(5,)))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: models.keras_mlp(0), "num_inputs"),
+        (lambda: models.torch_mlp(3, hidden=8), "hidden"),
+        (lambda: models.torch_mlp(3, activation="sigmoid"), "activation"),
+        (lambda: models.keras_mlp(3, dropout=1.0), "dropout"),
+        (lambda: models.keras_mlp(3, l2=-1), "l2"),
+        (lambda: models.torch_l2_penalty(float("nan")), "l2"),
+    ],
+)
+def test_bad_input_is_rejected_by_name(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
