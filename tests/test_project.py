@@ -1,0 +1,198 @@
+"""The project's foundations: a cheap `import companion`, seeding, and one pinned environment."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+import companion
+
+ROOT = Path(__file__).resolve().parents[1]
+CONSTRAINTS = ROOT / "requirements" / "constraints.txt"
+FRAMEWORKS = ("tensorflow", "keras", "torch")
+
+
+def run_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (nothing imported yet) and return its stdout."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+# --- import companion --------------------------------------------------------------------------
+
+
+IMPORT_PROBE = """
+    import json, sys, time
+    start = time.perf_counter()
+    import companion
+    seconds = time.perf_counter() - start
+    loaded = sorted(name for name in {frameworks} if name in sys.modules)
+    print(json.dumps({{"seconds": seconds, "loaded": loaded}}))
+"""
+
+
+def test_import_companion_loads_no_framework():
+    probe = json.loads(run_python(IMPORT_PROBE.format(frameworks=FRAMEWORKS)))
+    assert probe["loaded"] == [], f"`import companion` imported {probe['loaded']}; import them lazily"
+
+
+def test_import_companion_is_fast():
+    # Best of three fresh interpreters, so a cold disk cache on the first one does not count.
+    timings = [json.loads(run_python(IMPORT_PROBE.format(frameworks=FRAMEWORKS)))["seconds"] for _ in range(3)]
+    assert min(timings) < 0.3, f"`import companion` took {min(timings):.3f} s (best of {timings})"
+
+
+# --- seed_everything ---------------------------------------------------------------------------
+
+
+SEED_PROBE = """
+    import json
+    import companion
+    import numpy as np
+    import tensorflow as tf
+    import torch
+
+    def draws(seed):
+        companion.seed_everything(seed)
+        return {
+            "numpy": np.random.rand(3).tolist(),
+            "torch": torch.rand(3).tolist(),
+            "tf": tf.random.uniform([3]).numpy().tolist(),
+        }
+
+    print(json.dumps([draws(7), draws(7), draws(8)]))
+"""
+
+
+def test_seed_everything_repeats_draws_in_every_framework():
+    # A subprocess, because seeding switches on process-wide deterministic modes.
+    first, again, other = json.loads(run_python(SEED_PROBE))
+    for framework in ("numpy", "torch", "tf"):
+        assert first[framework] == again[framework], f"{framework}: same seed, different draws"
+        assert first[framework] != other[framework], f"{framework}: the seed has no effect"
+
+
+@pytest.mark.parametrize(
+    ("bad_seed", "error"),
+    [(-1, ValueError), (2**32, ValueError), (1.5, TypeError), ("0", TypeError), (True, TypeError), (None, TypeError)],
+)
+def test_seed_everything_rejects_bad_seeds(bad_seed, error):
+    with pytest.raises(error, match="seed"):
+        companion.seed_everything(bad_seed)
+
+
+# --- one pinned environment --------------------------------------------------------------------
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def extras() -> dict[str, list[Requirement]]:
+    return {name: [Requirement(r) for r in reqs] for name, reqs in pyproject()["project"]["optional-dependencies"].items()}
+
+
+def named_packages() -> set[str]:
+    """Every third-party package that pyproject.toml names (core and extras)."""
+    requirements = [Requirement(r) for r in pyproject()["project"]["dependencies"]]
+    requirements += [r for reqs in extras().values() for r in reqs]
+    return {canonicalize_name(r.name) for r in requirements} - {"companion"}
+
+
+def pins() -> dict[str, str]:
+    pinned = {}
+    for number, line in enumerate(CONSTRAINTS.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][0-9A-Za-z.]*)", line)
+        assert match, f"constraints.txt:{number}: {line!r} is not a plain name==version pin"
+        name = canonicalize_name(match[1])
+        assert name not in pinned, f"constraints.txt:{number}: {name} is pinned twice"
+        pinned[name] = match[2]
+    return pinned
+
+
+def test_constraints_pin_every_package_pyproject_names():
+    missing = named_packages() - pins().keys()
+    assert not missing, f"named in pyproject.toml but not pinned in constraints.txt: {sorted(missing)}"
+
+
+def test_constraints_satisfy_pyproject_bounds():
+    pinned = pins()
+    requirements = [Requirement(r) for r in pyproject()["project"]["dependencies"]]
+    requirements += [r for reqs in extras().values() for r in reqs if r.name != "companion"]
+    for requirement in requirements:
+        version = pinned[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(version, prereleases=True), f"{requirement} excludes pin {version}"
+
+
+def test_constraints_do_not_pin_the_companion_itself():
+    assert "companion" not in pins()
+
+
+def test_all_extra_is_every_other_extra():
+    declared = extras()
+    (self_reference,) = declared["all"]
+    assert canonicalize_name(self_reference.name) == "companion"
+    assert self_reference.extras == set(declared) - {"all"}
+
+
+def test_installed_versions_match_the_pins():
+    # The environment running the tests is the one the constraints describe.
+    pinned = pins()
+    for name in sorted(named_packages()):
+        try:
+            installed = Version(metadata.version(name))
+        except metadata.PackageNotFoundError:
+            continue  # e.g. tensorflow-cpu on a machine its platform marker excludes
+        assert installed.public == Version(pinned[name]).public, f"{name}: installed {installed}, pinned {pinned[name]}"
+
+
+def test_environment_yml_installs_the_same_pinned_set():
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    dependencies = environment["dependencies"]
+    python = [d for d in dependencies if isinstance(d, str) and d.startswith("python")]
+    assert python == ["python=3.11"], python
+    (pip_section,) = [d["pip"] for d in dependencies if isinstance(d, dict) and "pip" in d]
+    assert "-c requirements/constraints.txt" in pip_section
+    assert "-e .[all]" in pip_section
+    pinned = pins()
+    for line in pip_section:
+        if line.startswith("-"):
+            continue
+        requirement = Requirement(line)  # any explicit pin must agree with constraints.txt
+        version = pinned.get(canonicalize_name(requirement.name))
+        assert version and requirement.specifier.contains(version), f"environment.yml: {line} vs pin {version}"
+
+
+def test_makefile_installs_the_same_pinned_set():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"pip install .*-c \$\(CONSTRAINTS\) -e \"\.\[all\]\"", makefile)
+    assert "CONSTRAINTS := requirements/constraints.txt" in makefile
+
+
+def test_python_version_agrees():
+    assert Version(f"{sys.version_info.major}.{sys.version_info.minor}") in Requirement(
+        "python" + pyproject()["project"]["requires-python"]
+    ).specifier
+    assert sys.version_info[:2] == (3, 11), "the pinned environment is tested on Python 3.11"
