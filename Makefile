@@ -28,10 +28,12 @@ export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 export CUDA_VISIBLE_DEVICES :=
 
-.PHONY: help setup book test sync constraints clean distclean
+.PHONY: help setup book test test-unit test-notebooks test-book sync constraints clean distclean
+# The checks of `make test` run one after the other, even under make -j.
+.NOTPARALLEL:
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "%-16s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv and install the pinned environment (only when needed)
 
@@ -45,18 +47,24 @@ book: $(STAMP) ## build the HTML book into _build/html
 	$(BIN)/jupyter-book build .
 	@echo "Book: $(abspath _build/html/index.html)"
 
-test: $(STAMP) ## unit tests, notebook regression (nbval), strict book build
-	@echo "== 1/3 pytest tests/ (package, project and notebook-pair checks)"
+test: test-unit test-notebooks test-book ## all three checks below, in order; stops at the first failure
+	@echo "All checks passed."
+
+test-unit: $(STAMP) ## pytest tests/ (package, project and notebook-pair checks)
+	@echo "== 1/3 pytest tests/"
 	$(PY) -m pytest tests/
-	@echo "== 2/3 nbval: re-execute every notebook and compare with its stored outputs"
+
+test-notebooks: $(STAMP) ## nbval: re-execute every notebook and compare with its stored outputs
+	@echo "== 2/3 nbval over book/*.ipynb"
 	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE) book/*.ipynb
-	@echo "== 3/3 book build, warnings as errors"
+
+test-book: $(STAMP) ## build the book from scratch with warnings as errors
+	@echo "== 3/3 jupyter-book build, warnings as errors"
 	@mkdir -p _build
 	$(BIN)/jupyter-book build . --all -W -n --keep-going 2>&1 | tee $(STRICT_LOG)
 	@# Belt and braces: whatever jupyter-book's exit status, any warning line in the log fails.
 	@if grep -nE '(WARNING|ERROR|CRITICAL)' $(STRICT_LOG); then \
 	  echo "Book build reported the problems above (full log: $(STRICT_LOG))"; exit 1; fi
-	@echo "All checks passed."
 
 sync: $(STAMP) ## regenerate book/NN_*.ipynb from the .md and execute it (NB=book/01_x.md for one)
 	@test -n "$(strip $(NB))" || { echo "No notebook sources to sync"; exit 1; }
