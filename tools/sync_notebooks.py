@@ -25,6 +25,9 @@ def sync(md_path: Path, *, timeout: int = 600) -> float:
     if md_path.suffix != ".md" or not md_path.is_file():
         raise SystemExit(f"expected an existing .md notebook source, got {md_path}")
     notebook = jupytext.read(md_path)
+    formats = notebook.metadata.get("jupytext", {}).get("formats", "")
+    if "ipynb" not in formats.split(","):
+        raise SystemExit(f"{md_path} is not paired with an .ipynb (front matter jupytext.formats: ipynb,md:myst)")
     start = time.perf_counter()
     client = NotebookClient(
         notebook,
