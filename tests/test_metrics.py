@@ -1,0 +1,548 @@
+"""Tests of companion.metrics: hand-computed cases, agreement with keras.metrics, bad input.
+
+Keras is imported lazily (fixture ``keras``), so the framework-free tests run without it.
+"""
+
+from __future__ import annotations
+
+import doctest
+import functools
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import companion.metrics
+from companion.metrics import Accuracy, Mean, MeanAbsoluteError, MeanSquaredError
+
+FAST = settings(max_examples=50, deadline=None)
+# Keras accumulates in float32, these metrics in float64.
+KERAS_RTOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def keras():
+    return pytest.importorskip("keras")
+
+
+@functools.cache
+def keras_metric(class_name: str, **kwargs):
+    """One Keras metric per configuration, built once: building is slow, reset_state() is not."""
+    import keras
+
+    return getattr(keras.metrics, class_name)(**kwargs)
+
+
+def fresh_keras_metric(class_name: str, **kwargs):
+    metric = keras_metric(class_name, **kwargs)
+    metric.reset_state()
+    return metric
+
+
+# ---------------------------------------------------------------- hypothesis strategies
+
+# width=32: every value is exact in float32, so Keras and NumPy start from the same numbers.
+VALUES = st.floats(-10, 10, width=32)
+LOSSES = st.floats(0, 10, width=32)
+# Weights are 0 or not tiny: a float32 product with a subnormal weight underflows in Keras.
+WEIGHTS = st.one_of(st.just(0.0), st.floats(0.125, 5, width=32))
+
+
+@st.composite
+def split_points(draw, n: int) -> list[int]:
+    """Batch boundaries [0, ..., n]: up to 4 cuts, so batches of unequal sizes."""
+    cuts = draw(st.lists(st.integers(1, n - 1), max_size=4, unique=True)) if n > 1 else []
+    return [0, *sorted(cuts), n]
+
+
+@st.composite
+def sample_weights(draw, n: int):
+    """None, or n non-negative weights that do not all vanish."""
+    if draw(st.booleans()):
+        return None
+    weights = draw(arrays(np.float32, n, elements=WEIGHTS))
+    if not weights.any():  # all 0: no result to compare (see test_an_empty_metric_has_no_result)
+        weights[draw(st.integers(0, n - 1))] = 1.0
+    return weights
+
+
+def batched(bounds, *arrays_or_none):
+    """Yield one tuple of slices per batch; None stays None."""
+    for start, stop in itertools.pairwise(bounds):
+        yield tuple(None if a is None else a[start:stop] for a in arrays_or_none)
+
+
+def feed(metric, bounds, *args):
+    """Update a companion metric batch by batch; return its result."""
+    for batch in batched(bounds, *args):
+        metric.update(*batch)
+    return metric.result()
+
+
+def feed_keras(metric, bounds, *args):
+    for batch in batched(bounds, *args):
+        metric.update_state(*batch)
+    return float(metric.result())
+
+
+# ---------------------------------------------------------------- hand-computed cases
+
+
+def test_mean_unweighted_and_weighted():
+    m = Mean()
+    m.update([1, 3, 5, 7])
+    assert (m.total, m.count, m.result()) == (16.0, 4.0, 4.0)
+    m.reset()
+    m.update([1, 3, 5, 7], sample_weight=[1, 1, 0, 0])
+    assert (m.total, m.count, m.result()) == (4.0, 2.0, 2.0)
+
+
+def test_mean_of_batch_losses_weighted_by_batch_size():
+    loss = Mean(name="loss")
+    loss.update(0.5, sample_weight=32)
+    loss.update(2.0, sample_weight=8)
+    assert (loss.total, loss.count) == (32.0, 40.0)
+    assert loss.result() == pytest.approx(0.8, rel=1e-15)
+    unweighted = Mean()
+    unweighted.update(0.5)
+    unweighted.update(2.0)
+    assert unweighted.result() == 1.25  # the mean of batch means: what the weights prevent
+
+
+def test_mean_of_rows_is_the_per_sample_mean():
+    m = Mean()
+    m.update([[1.0, 3.0], [10.0, 10.0]], sample_weight=[[3.0], [1.0]])  # rows 2 and 10
+    assert (m.total, m.count, m.result()) == (16.0, 4.0, 4.0)
+
+
+def test_mean_squared_and_absolute_error_by_hand():
+    y_true, y_pred = [[0.0, 1.0], [0.0, 0.0], [3.0, 3.0]], [[1.0, 1.0], [0.0, 0.0], [0.0, 1.0]]
+    mse, mae = MeanSquaredError(), MeanAbsoluteError()
+    mse.update(y_true, y_pred)
+    mae.update(y_true, y_pred)
+    # per sample: squared 0.5, 0, 6.5; absolute 0.5, 0, 2.5
+    assert (mse.total, mse.count, mse.result()) == (7.0, 3.0, 7.0 / 3)
+    assert (mae.total, mae.count, mae.result()) == (3.0, 3.0, 1.0)
+    mse.reset()
+    mae.reset()
+    mse.update(y_true, y_pred, sample_weight=[2, 1, 0])
+    mae.update(y_true, y_pred, sample_weight=np.array([[2], [1], [0]]))
+    assert (mse.total, mse.count, mse.result()) == (1.0, 3.0, 1.0 / 3)
+    assert (mae.total, mae.count, mae.result()) == (1.0, 3.0, 1.0 / 3)
+
+
+@pytest.mark.parametrize(
+    ("y_true", "y_pred"),
+    [
+        ([0.0, 1.0, 4.0], [1.0, 1.0, 2.0]),  # (N,) and (N,): N samples, not one
+        ([0.0, 1.0, 4.0], [[1.0], [1.0], [2.0]]),  # (N,) and (N, 1)
+        ([[0.0], [1.0], [4.0]], [1.0, 1.0, 2.0]),  # (N, 1) and (N,)
+    ],
+)
+def test_one_output_per_sample_whatever_the_column_shape(y_true, y_pred):
+    mse = MeanSquaredError()
+    mse.update(y_true, y_pred)
+    assert (mse.total, mse.count) == (5.0, 3.0)
+
+
+def test_error_of_a_higher_rank_sample_is_its_mean_over_all_outputs():
+    y_true = np.arange(12.0).reshape(2, 3, 2)
+    mae = MeanAbsoluteError()
+    mae.update(y_true, np.zeros_like(y_true), sample_weight=[1.0, 3.0])
+    assert (mae.total, mae.count) == (2.5 + 3 * 8.5, 4.0)
+
+
+def test_accuracy_of_class_scores_is_argmax_first_on_ties():
+    acc = Accuracy()
+    acc.update([0, 2, 1, 1], [[0.9, 0.1, 0.0], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1], [0.4, 0.4, 0.2]])
+    assert (acc.total, acc.count) == (2.0, 4.0)  # the tie in the last row goes to class 0
+    acc.reset()
+    acc.update(np.array([[0], [2]]), [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    assert acc.result() == 0.5
+
+
+def test_accuracy_top_k():
+    scores = [[0.5, 0.3, 0.2], [0.5, 0.3, 0.2], [0.5, 0.3, 0.2], [0.1, 0.1, 0.1]]
+    top2 = Accuracy(top_k=2)
+    top2.update([0, 1, 2, 2], scores, sample_weight=[1.0, 1.0, 1.0, 5.0])
+    # right: class 0, class 1; wrong: class 2, and class 2 of the all-tied row (ties go to 0, 1)
+    assert (top2.total, top2.count) == (2.0, 8.0)
+    top3 = Accuracy(top_k=3)
+    top3.update([0, 1, 2, 2], scores)
+    assert top3.result() == 1.0
+
+
+def test_accuracy_of_predicted_class_indices():
+    acc = Accuracy()
+    acc.update([0, 1, 2, 2], np.array([0, 1, 1, 2], dtype=np.int32))
+    assert (acc.total, acc.count) == (3.0, 4.0)
+    acc.update([1, 0], np.array([True, True]))
+    assert (acc.total, acc.count) == (4.0, 6.0)
+
+
+def test_binary_accuracy_thresholds_with_greater_than():
+    acc = Accuracy()
+    acc.update([1, 0, 1, 0], [[0.9], [0.5], [0.5], [0.1]])  # 0.5 is not > 0.5: class 0
+    assert (acc.total, acc.count) == (3.0, 4.0)
+    logits = Accuracy(threshold=0.0)
+    logits.update(np.array([1.0, 0.0, 1.0]), [2.5, -0.1, -3.0], sample_weight=[1, 1, 2])
+    assert (logits.total, logits.count) == (2.0, 4.0)
+
+
+def test_state_is_read_only_and_visible_in_repr():
+    m = MeanSquaredError(name="mse")
+    m.update([1.0], [3.0])
+    with pytest.raises(AttributeError):
+        m.total = 0.0
+    with pytest.raises(AttributeError):
+        m.count = 0.0
+    assert repr(m) == "MeanSquaredError(name='mse', total=4.0, count=1.0)"
+
+
+def test_docstring_examples_run():
+    failures, tried = doctest.testmod(companion.metrics, raise_on_error=False)
+    assert tried >= 15 and failures == 0
+
+
+def test_import_pulls_in_no_framework():
+    code = "import sys, companion.metrics; print(sorted({'tensorflow', 'torch', 'keras'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- split invariance
+
+
+@FAST
+@given(data=st.data())
+def test_result_does_not_depend_on_how_the_data_is_batched(data):
+    n = data.draw(st.integers(1, 40), label="n")
+    bounds = data.draw(split_points(n), label="bounds")
+    weights = data.draw(sample_weights(n), label="sample_weight")
+    y_true = data.draw(arrays(np.float32, (n, 2), elements=VALUES), label="y_true")
+    y_pred = data.draw(arrays(np.float32, (n, 2), elements=VALUES), label="y_pred")
+    labels = data.draw(arrays(np.int64, n, elements=st.integers(0, 1)), label="labels")
+    for metric, args in [
+        (Mean(), (y_true, weights)),
+        (MeanSquaredError(), (y_true, y_pred, weights)),
+        (MeanAbsoluteError(), (y_true, y_pred, weights)),
+        (Accuracy(), (labels, y_pred, weights)),
+        (Accuracy(), (labels, y_pred[:, 0], weights)),
+    ]:
+        in_batches = feed(metric, bounds, *args)
+        metric.reset()
+        at_once = feed(metric, [0, n], *args)
+        assert in_batches == pytest.approx(at_once, rel=1e-12, abs=1e-12)
+
+
+def test_the_mean_of_batch_means_is_a_different_number():
+    y_true, y_pred = np.array([0.0, 0.0, 0.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0, 1.0, 3.0])
+    mse = MeanSquaredError()
+    batch_means = []
+    for batch in (slice(0, 4), slice(4, 5)):
+        mse.update(y_true[batch], y_pred[batch])
+        batch_means.append(np.mean((y_true[batch] - y_pred[batch]) ** 2))
+    assert mse.result() == 13 / 5
+    assert np.mean(batch_means) == 5.0
+
+
+# ---------------------------------------------------------------- agreement with keras.metrics
+
+
+def test_default_names_key_the_history_as_keras_does(keras):
+    pairs = [(Mean, "Mean"), (MeanSquaredError, "MeanSquaredError"),
+             (MeanAbsoluteError, "MeanAbsoluteError"), (Accuracy, "Accuracy")]
+    for ours, theirs in pairs:
+        assert ours().name == getattr(keras.metrics, theirs)().name
+
+
+@FAST
+@given(data=st.data())
+def test_mean_matches_keras_however_batched(keras, data):
+    n = data.draw(st.integers(1, 40), label="n")
+    bounds = data.draw(split_points(n), label="bounds")
+    values = data.draw(arrays(np.float32, n, elements=LOSSES), label="values")
+    weights = data.draw(sample_weights(n), label="sample_weight")
+    ours = feed(Mean(), bounds, values, weights)
+    theirs = feed_keras(fresh_keras_metric("Mean"), bounds, values, weights)
+    assert ours == pytest.approx(theirs, rel=KERAS_RTOL, abs=1e-12)
+
+
+@FAST
+@given(data=st.data())
+def test_batch_losses_weighted_by_size_match_keras(keras, data):
+    losses = data.draw(st.lists(LOSSES, min_size=1, max_size=6), label="batch losses")
+    sizes = data.draw(st.lists(st.integers(1, 64), min_size=len(losses), max_size=len(losses)))
+    ours, theirs = Mean(name="loss"), fresh_keras_metric("Mean", name="loss")
+    for loss, size in zip(losses, sizes, strict=True):
+        ours.update(np.float32(loss), sample_weight=size)
+        theirs.update_state(np.float32(loss), sample_weight=size)
+    assert ours.result() == pytest.approx(float(theirs.result()), rel=KERAS_RTOL, abs=1e-12)
+
+
+SHAPES = {  # (y_true, y_pred) shapes for n samples and d outputs
+    "(N, D)": lambda n, d: ((n, d), (n, d)),
+    "(N,) and (N, 1)": lambda n, d: ((n,), (n, 1)),
+    "(N, 1) and (N,)": lambda n, d: ((n, 1), (n,)),
+}
+
+
+@pytest.mark.parametrize("shapes", SHAPES)
+@pytest.mark.parametrize(("ours_cls", "keras_name"), [(MeanSquaredError, "MeanSquaredError"),
+                                                      (MeanAbsoluteError, "MeanAbsoluteError")])
+@FAST
+@given(data=st.data())
+def test_errors_match_keras_however_batched(keras, ours_cls, keras_name, shapes, data):
+    n = data.draw(st.integers(1, 40), label="n")
+    d = data.draw(st.integers(1, 3), label="d")
+    true_shape, pred_shape = SHAPES[shapes](n, d)
+    y_true = data.draw(arrays(np.float32, true_shape, elements=VALUES), label="y_true")
+    y_pred = data.draw(arrays(np.float32, pred_shape, elements=VALUES), label="y_pred")
+    bounds = data.draw(split_points(n), label="bounds")
+    weights = data.draw(sample_weights(n), label="sample_weight")
+    ours = feed(ours_cls(), bounds, y_true, y_pred, weights)
+    theirs = feed_keras(fresh_keras_metric(keras_name), bounds, y_true, y_pred, weights)
+    assert ours == pytest.approx(theirs, rel=KERAS_RTOL, abs=1e-12)
+
+
+@FAST
+@given(data=st.data())
+def test_accuracy_of_scores_matches_sparse_categorical_accuracy(keras, data):
+    n = data.draw(st.integers(1, 40), label="n")
+    c = data.draw(st.integers(2, 5), label="classes")
+    labels = data.draw(arrays(np.int32, n, elements=st.integers(0, c - 1)), label="y_true")
+    # Few distinct scores, so ties are common: both sides must break them the same way.
+    scores = data.draw(arrays(np.float32, (n, c), elements=st.sampled_from([0.0, 0.25, 1.0])))
+    bounds = data.draw(split_points(n), label="bounds")
+    weights = data.draw(sample_weights(n), label="sample_weight")
+    ours = feed(Accuracy(), bounds, labels, scores, weights)
+    theirs = feed_keras(fresh_keras_metric("SparseCategoricalAccuracy"), bounds, labels, scores, weights)
+    assert ours == pytest.approx(theirs, rel=KERAS_RTOL)
+
+
+@FAST
+@given(data=st.data())
+def test_top_k_accuracy_matches_sparse_top_k_categorical_accuracy(keras, data):
+    n = data.draw(st.integers(1, 40), label="n")
+    c = data.draw(st.integers(2, 6), label="classes")
+    k = data.draw(st.integers(1, c), label="top_k")
+    labels = data.draw(arrays(np.int32, n, elements=st.integers(0, c - 1)), label="y_true")
+    # Distinct scores in each row: on ties Keras' in_top_k counts every tied class (see below).
+    rows = data.draw(st.lists(st.permutations(range(c)), min_size=n, max_size=n), label="ranks")
+    scores = np.asarray(rows, dtype=np.float32) / c
+    bounds = data.draw(split_points(n), label="bounds")
+    weights = data.draw(sample_weights(n), label="sample_weight")
+    ours = feed(Accuracy(top_k=k), bounds, labels, scores, weights)
+    keras_top_k = fresh_keras_metric("SparseTopKCategoricalAccuracy", k=k)
+    theirs = feed_keras(keras_top_k, bounds, labels, scores, weights)
+    assert ours == pytest.approx(theirs, rel=KERAS_RTOL)
+
+
+@pytest.mark.parametrize("column", [False, True], ids=["(N,)", "(N, 1)"])
+@FAST
+@given(data=st.data())
+def test_binary_accuracy_matches_keras(keras, column, data):
+    n = data.draw(st.integers(1, 40), label="n")
+    threshold = data.draw(st.sampled_from([0.5, 0.25, 0.75]), label="threshold")
+    labels = data.draw(arrays(np.int32, n, elements=st.integers(0, 1)), label="y_true")
+    # The threshold itself is among the probabilities: y_pred == threshold is class 0 in both.
+    probs = data.draw(arrays(np.float32, n, elements=st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0])
+                             | st.floats(0, 1, width=32)), label="y_pred")
+    if column:
+        probs = probs[:, None]
+    bounds = data.draw(split_points(n), label="bounds")
+    weights = data.draw(sample_weights(n), label="sample_weight")
+    ours = feed(Accuracy(threshold=threshold), bounds, labels, probs, weights)
+    keras_binary = fresh_keras_metric("BinaryAccuracy", threshold=threshold)
+    theirs = feed_keras(keras_binary, bounds, labels, probs, weights)
+    assert ours == pytest.approx(theirs, rel=KERAS_RTOL)
+
+
+@FAST
+@given(data=st.data())
+def test_accuracy_of_class_indices_matches_keras_accuracy(keras, data):
+    n = data.draw(st.integers(1, 40), label="n")
+    labels = data.draw(arrays(np.int64, n, elements=st.integers(0, 3)), label="y_true")
+    predicted = data.draw(arrays(np.int64, n, elements=st.integers(0, 3)), label="y_pred")
+    bounds = data.draw(split_points(n), label="bounds")
+    weights = data.draw(sample_weights(n), label="sample_weight")
+    ours = feed(Accuracy(), bounds, labels, predicted, weights)
+    theirs = feed_keras(fresh_keras_metric("Accuracy"), bounds, labels, predicted, weights)
+    assert ours == pytest.approx(theirs, rel=KERAS_RTOL)
+
+
+# ---------------------------------------------------------------- where Keras differs, on purpose
+
+
+ALL = [Mean, MeanSquaredError, MeanAbsoluteError, Accuracy]
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_an_empty_metric_has_no_result(cls):
+    metric = cls(name="m")
+    with pytest.raises(ValueError, match=rf"{cls.__name__} 'm' has seen no data.*update\(\) first"):
+        metric.result()
+    args = ([1.0],) if cls is Mean else ([1], [1]) if cls is Accuracy else ([1.0], [2.0])
+    metric.update(*args)
+    metric.result()
+    metric.reset()
+    assert (metric.total, metric.count) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="has seen no data"):
+        metric.result()
+    metric.update(*args, sample_weight=[0.0])
+    with pytest.raises(ValueError, match="count == 0"):
+        metric.result()
+
+
+@pytest.mark.parametrize("name", ["Mean", "MeanSquaredError", "MeanAbsoluteError", "Accuracy"])
+def test_keras_reads_zero_when_empty(keras, name):
+    metric = fresh_keras_metric(name)
+    assert float(metric.result()) == 0.0
+    batch = ([1.0],) if name == "Mean" else ([1.0], [2.0])
+    metric.update_state(*batch, sample_weight=[0.0])
+    assert float(metric.result()) == 0.0
+
+
+def test_keras_counts_a_1d_batch_as_one_sample_in_mean_squared_error(keras):
+    y_true, y_pred = np.array([0.0, 0.0, 0.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0, 1.0, 3.0])
+    bounds = [0, 4, 5]
+    theirs = fresh_keras_metric("MeanSquaredError")
+    assert feed_keras(theirs, bounds, y_true, y_pred) == 5.0  # (1 + 9) / 2: the mean of batch means
+    assert float(theirs.count) == 2.0
+    assert feed(MeanSquaredError(), bounds, y_true, y_pred) == 13 / 5
+    column = fresh_keras_metric("MeanSquaredError")
+    assert feed_keras(column, bounds, y_true[:, None], y_pred) == pytest.approx(13 / 5, rel=1e-6)
+
+
+def test_keras_weights_the_batch_mean_by_a_scalar_sample_weight(keras):
+    theirs = fresh_keras_metric("Mean")
+    theirs.update_state([1.0, 2.0, 3.0], sample_weight=1.0)
+    theirs.update_state([10.0], sample_weight=1.0)
+    assert (float(theirs.total), float(theirs.count)) == (12.0, 2.0)  # (2 + 10) / 2
+    with pytest.raises(ValueError, match=r"sample_weight.*np\.full\(3, w\)"):
+        Mean().update([1.0, 2.0, 3.0], sample_weight=1.0)
+
+
+def test_keras_top_1_and_argmax_disagree_on_ties(keras):
+    labels, scores = np.array([0, 1, 2, 2]), np.zeros((4, 3), dtype=np.float32)
+    assert feed_keras(fresh_keras_metric("SparseCategoricalAccuracy"), [0, 4], labels, scores) == 0.25
+    # in_top_k counts every class tied with the k-th score as a hit.
+    assert feed_keras(fresh_keras_metric("SparseTopKCategoricalAccuracy", k=1), [0, 4], labels, scores) == 1.0
+    assert feed(Accuracy(top_k=1), [0, 4], labels, scores) == 0.25
+
+
+def test_keras_accumulates_in_float32(keras):
+    theirs = fresh_keras_metric("Mean")
+    assert theirs.count.dtype == "float32"
+    ours = Mean()
+    for update in (theirs.update_state, ours.update):
+        update(1.0, sample_weight=2**24)
+        update(1.0, sample_weight=1)
+    assert float(theirs.count) == 2**24  # the +1 is lost: float32 has 24 bits of mantissa
+    assert ours.count == 2**24 + 1
+
+
+# ---------------------------------------------------------------- framework tensors
+
+
+def test_accepts_tensorflow_tensors():
+    tf = pytest.importorskip("tensorflow")
+    mse = MeanSquaredError()
+    mse.update(tf.constant([[0.0], [1.0]]), tf.constant([[1.0], [1.0]], dtype=tf.bfloat16),
+               sample_weight=tf.constant([3.0, 1.0]))
+    assert (mse.total, mse.count) == (3.0, 4.0)
+
+
+def test_accepts_torch_tensors_that_require_grad():
+    torch = pytest.importorskip("torch")
+    y_pred = torch.tensor([[2.0, 0.1], [0.3, 0.4]], requires_grad=True) * 1.0
+    acc = Accuracy()
+    acc.update(torch.tensor([0, 0]), y_pred, sample_weight=torch.tensor([1.0, 3.0]))
+    assert (acc.total, acc.count) == (1.0, 4.0)
+    loss = Mean(name="loss")
+    loss.update(torch.tensor(0.5, dtype=torch.bfloat16), sample_weight=torch.tensor(4))
+    assert (loss.total, loss.count) == (2.0, 4.0)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def mean(*args, **kwargs):
+    Mean().update(*args, **kwargs)
+
+
+def mse(*args, **kwargs):
+    MeanSquaredError().update(*args, **kwargs)
+
+
+def acc(*args, **kwargs):
+    Accuracy().update(*args, **kwargs)
+
+
+S = [[0.1, 0.9], [0.9, 0.1]]  # class scores of two samples
+W = "sample_weight"
+ONE_PER_SAMPLE = r"sample_weight must hold one weight per sample"
+
+BAD_INPUT = [
+    # (call, args, kwargs, error, message pattern)
+    (mean, ([],), {}, ValueError, r"values is empty \(shape \(0,\)\)"),
+    (mean, ([1.0, np.nan],), {}, ValueError, r"values holds 1 NaN or inf"),
+    (mean, (["a", "b"],), {}, TypeError, r"values must hold real numbers, got dtype <U1"),
+    (mean, ([[1.0, 2.0], [3.0]],), {}, TypeError, r"values must be array-like"),
+    (mean, ([1 + 2j],), {}, TypeError, r"values must hold real numbers, got dtype complex"),
+    (mean, ([1.0, 2.0],), {W: [1.0, -1.0]}, ValueError, r"sample_weight must be >= 0, got .*-1\.0"),
+    (mean, ([1.0, 2.0],), {W: [1.0, 1.0, 1.0]}, ValueError,
+     ONE_PER_SAMPLE + r", shape \(2,\).*got shape \(3,\)"),
+    (mean, ([1.0, 2.0],), {W: [1.0, np.inf]}, ValueError, r"sample_weight holds 1 NaN or inf"),
+    (mean, (1.0,), {W: [1.0, 2.0]}, ValueError, r"sample_weight must be a single number"),
+    (mean, (1.0,), {W: -2}, ValueError, r"sample_weight must be >= 0"),
+    (mse, ([1.0, 2.0, 3.0], [1.0, 2.0]), {}, ValueError,
+     r"y_true has shape \(3,\) and y_pred has shape \(2,\)"),
+    (mse, ([1.0, 2.0, 3.0], np.ones((3, 3))), {}, ValueError,
+     r"y_pred has shape \(3, 3\).*Nothing is broadcast"),
+    (mse, (np.ones((3, 1)), np.ones((3, 4))), {}, ValueError, r"y_pred has shape \(3, 4\)"),
+    (mse, ([1.0], 1.0), {}, ValueError, r"y_pred of shape \(\)"),
+    (mse, ([], []), {}, ValueError, r"y_true is empty"),
+    (mse, ([1.0], [np.inf]), {}, ValueError, r"y_pred holds 1 NaN or inf"),
+    (mse, ([None], [1.0]), {}, TypeError, r"y_true must hold real numbers, got dtype object"),
+    (mse, (np.ones((3, 2)), np.ones((3, 2))), {W: np.ones((3, 2))}, ValueError,
+     ONE_PER_SAMPLE + r", shape \(3,\) or \(3, 1\) for y_true of shape \(3, 2\)"),
+    (mse, ([1.0, 2.0], [1.0, 2.0]), {W: 2.0}, ValueError, r"sample_weight.*np\.full\(2, w\)"),
+    (acc, (np.eye(3), np.eye(3)), {}, ValueError, r"y_true must hold class indices.*argmax"),
+    (acc, ([0, -1], S), {}, ValueError, r"y_true must hold class indices.*got -1 "),
+    (acc, ([0, 1.5], S), {}, ValueError, r"y_true must hold class indices.*got 1\.5 "),
+    (acc, ([0, 3], S), {}, ValueError, r"y_true holds class 3.*classes 0\.\.1"),
+    (acc, ([0, 1], np.ones((2, 2, 2))), {}, ValueError,
+     r"y_pred must have shape \(N,\), \(N, 1\) or \(N, C\), got shape \(2, 2, 2\)"),
+    (acc, ([0, 1, 1], S), {}, ValueError, r"3 labels.*y_pred of shape \(2, 2\)"),
+    (acc, ([0, 2], [0.2, 0.9]), {}, ValueError, r"y_true must hold 0 or 1, got class 2"),
+    (acc, ([0, 1], S), {W: [1.0]}, ValueError, ONE_PER_SAMPLE + r", shape \(2,\)"),
+    (lambda: Accuracy(top_k=3).update([0, 1], S), (), {}, ValueError,
+     r"top_k=3 but y_pred has only 2 classes"),
+    (lambda: Accuracy(top_k=2).update([0, 1], [0.1, 0.9]), (), {}, ValueError,
+     r"top_k=2 needs class scores y_pred of shape \(N, C\), got shape \(2,\)"),
+    (lambda: Accuracy(top_k=0), (), {}, ValueError, r"top_k must be a positive int, got 0"),
+    (lambda: Accuracy(top_k=1.0), (), {}, TypeError, r"top_k must be a positive int, got float"),
+    (lambda: Accuracy(threshold="0.5"), (), {}, TypeError, r"threshold must be a number, got str"),
+    (lambda: Accuracy(threshold=float("nan")), (), {}, ValueError, r"threshold must be finite"),
+    (lambda: Mean(name=""), (), {}, TypeError, r"name must be a non-empty str"),
+]
+
+
+@pytest.mark.parametrize(("call", "args", "kwargs", "error", "pattern"), BAD_INPUT)
+def test_bad_input_is_refused_with_a_message_that_names_it(call, args, kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call(*args, **kwargs)
+
+
+def test_a_refused_batch_leaves_the_state_as_it_was():
+    mse = MeanSquaredError()
+    mse.update([1.0, 2.0], [1.0, 4.0])
+    with pytest.raises(ValueError, match="sample_weight"):
+        mse.update([1.0, 2.0], [5.0, 5.0], sample_weight=[1.0, -1.0])
+    assert (mse.total, mse.count) == (4.0, 2.0)
