@@ -80,7 +80,7 @@ constraints: ## re-pin requirements/constraints.txt from what .venv has installe
 	@echo "Wrote $(CONSTRAINTS)"
 
 clean: ## remove the built book and caches (keeps .venv)
-	rm -rf _build .jupyter_cache
+	rm -rf _build .jupyter_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -type d \( -name __pycache__ -o -name .ipynb_checkpoints \) -print0 | xargs -0 rm -rf
 
 distclean: clean ## also remove .venv
