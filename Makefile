@@ -25,7 +25,6 @@ NB ?= $(wildcard book/[0-9][0-9]_*.md)
 export TF_CPP_MIN_LOG_LEVEL := 3
 export TF_ENABLE_ONEDNN_OPTS := 0
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 export CUDA_VISIBLE_DEVICES :=
 
 .PHONY: help setup book test test-unit test-notebooks test-book sync constraints clean distclean
