@@ -27,7 +27,7 @@ export TF_ENABLE_ONEDNN_OPTS := 0
 export PYTHONHASHSEED := 0
 export CUDA_VISIBLE_DEVICES :=
 
-.PHONY: help setup book test test-unit test-notebooks test-book sync constraints clean distclean
+.PHONY: help setup book test test-unit test-notebooks test-threads test-book bench sync constraints clean distclean
 # The checks of `make test` run one after the other, even under make -j.
 .NOTPARALLEL:
 
@@ -53,9 +53,35 @@ test-unit: $(STAMP) ## pytest tests/ (package, project and notebook-pair checks)
 	@echo "== 1/3 pytest tests/"
 	$(PY) -m pytest tests/
 
-test-notebooks: $(STAMP) ## nbval: re-execute every notebook and compare with its stored outputs
+NBVAL := $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE) book/*.ipynb
+# What the working tree looks like to git: the notebooks must leave it exactly as it was.
+TREE_STATE := { git status --porcelain --untracked-files=all; git diff --binary; } 2>/dev/null | sha1sum
+
+# nbval runs offline where it can: in a new network namespace (root, or unprivileged user
+# namespaces), which has only a loopback interface, so any download in a notebook fails the run.
+test-notebooks: $(STAMP) ## nbval: re-execute every notebook offline and compare with its stored outputs
 	@echo "== 2/3 nbval over book/*.ipynb"
-	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE) book/*.ipynb
+	@before=$$($(TREE_STATE)); \
+	if unshare -n true 2>/dev/null; then \
+	  echo "(network blocked: running in a network namespace with only loopback)"; \
+	  unshare -n sh -c 'ip link set lo up && exec $(NBVAL)'; \
+	elif unshare -rn true 2>/dev/null; then \
+	  echo "(network blocked: running in a user and network namespace with only loopback)"; \
+	  unshare -rn sh -c 'ip link set lo up && exec $(NBVAL)'; \
+	else \
+	  echo "(cannot create a network namespace here: nbval runs with the network available)"; \
+	  $(NBVAL); \
+	fi; \
+	after=$$($(TREE_STATE)); \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "The notebooks changed the working tree (they may write only under a temporary directory):"; \
+	  git status --short; exit 1; fi
+
+test-threads: $(STAMP) ## nbval twice: with OMP_NUM_THREADS=1 and with the default thread count
+	@echo "== nbval with OMP_NUM_THREADS=1"
+	OMP_NUM_THREADS=1 $(NBVAL)
+	@echo "== nbval with the default thread count"
+	$(NBVAL)
 
 test-book: $(STAMP) ## build the book from scratch with warnings as errors
 	@echo "== 3/3 jupyter-book build, warnings as errors"
@@ -64,6 +90,9 @@ test-book: $(STAMP) ## build the book from scratch with warnings as errors
 	@# Belt and braces: whatever jupyter-book's exit status, any warning line in the log fails.
 	@if grep -nE '(WARNING|ERROR|CRITICAL)' $(STRICT_LOG); then \
 	  echo "Book build reported the problems above (full log: $(STRICT_LOG))"; exit 1; fi
+
+bench: $(STAMP) ## time the reference loops against fit / a plain loop, the import, each notebook
+	$(PY) tools/bench.py
 
 sync: $(STAMP) ## regenerate book/NN_*.ipynb from the .md and execute it (NB=book/01_x.md for one)
 	@test -n "$(strip $(NB))" || { echo "No notebook sources to sync"; exit 1; }

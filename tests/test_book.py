@@ -169,3 +169,65 @@ def test_the_book_renders_stored_outputs_only():
     assert CONFIG["execute"]["execute_notebooks"] == "off"
     assert CONFIG["only_build_toc_files"] is True
     assert "book/[0-9][0-9]_*.md" in CONFIG["exclude_patterns"], "the .md twins must not be built as pages too"
+
+
+# --- every chapter keeps the same teaching structure ------------------------------------------
+
+REQUIRED_SECTIONS = ("Overview", "Setup", "The question", "The article's claims, tested",
+                     "What to do about it", "Summary", "Exercises", "Self-check")
+CHAPTERS = [nb for nb in NOTEBOOKS if re.match(r"0[1-9]_", nb.name)]
+
+
+def sections(notebook_cells) -> dict[str, str]:
+    """The markdown under each `## ` heading (up to the next one), code cells as placeholders."""
+    found, current = {}, None
+    for cell in notebook_cells:
+        for line in cell.source.splitlines() if cell.cell_type == "markdown" else ["<code>"]:
+            heading = re.match(r"## (.+)", line)
+            if heading:
+                current = heading.group(1).strip()
+                found[current] = ""
+            elif current is not None:
+                found[current] += line + "\n"
+    return found
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=notebook_ids(CHAPTERS))
+def test_chapter_has_the_course_structure(notebook):
+    notebook_cells = nbformat.read(notebook, as_version=4).cells
+    found = sections(notebook_cells)
+    missing = [s for s in REQUIRED_SECTIONS if s not in found]
+    assert not missing, f"{notebook.name} lacks the sections {missing}"
+    assert "By the end of this chapter you will be able to" in found["Overview"]
+    assert found["Overview"].count("\n- ") >= 3, "at least three learning objectives, as a bullet list"
+    assert "|---" in found["Summary"] or "| ---" in found["Summary"], "the summary is a table"
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=notebook_ids(CHAPTERS))
+def test_every_claim_has_a_verdict_and_a_check(notebook):
+    notebook_cells = nbformat.read(notebook, as_version=4).cells
+    claims = sections(notebook_cells)["The article's claims, tested"]
+    subsections = re.split(r"^### ", claims, flags=re.MULTILINE)[1:]
+    assert len(subsections) >= 2, "each claim gets a ### subsection"
+    for body in subsections:
+        title = body.splitlines()[0]
+        assert re.search(r"\*\*Verdict: (holds|partly holds|does not hold)\b", body), f"claim {title!r} has no verdict"
+        assert "<code>" in body, f"claim {title!r} has no experiment"
+    all_code = "\n".join(c.source for c in notebook_cells if c.cell_type == "code")
+    assert len(re.findall(r"^\s*(assert |np\.testing\.assert|torch\.testing\.assert)", all_code, re.MULTILINE)) >= len(subsections)
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=notebook_ids(CHAPTERS))
+def test_exercises_have_executed_solutions_and_self_check_has_answers(notebook):
+    notebook_cells = nbformat.read(notebook, as_version=4).cells
+    found = sections(notebook_cells)
+    exercises = re.findall(r"```\{admonition\} Exercise \d+", found["Exercises"])
+    assert len(exercises) >= 3, "at least three exercises"
+    solutions = [c for c in notebook_cells if c.cell_type == "code" and "solution" in c.metadata.get("tags", ())]
+    assert len(solutions) >= len(exercises), "every exercise is followed by a solution cell tagged 'solution'"
+    for cell in solutions:
+        assert "hide-input" in cell.metadata.get("tags", ()), "solutions are collapsed (hide-input) in the book"
+        assert cell.execution_count is not None and re.search(r"assert|np\.testing", cell.source), (
+            "a solution is executed and checks its own answer"
+        )
+    assert len(re.findall(r"```\{dropdown\}", found["Self-check"])) >= 3, "at least three self-check questions"

@@ -1,0 +1,158 @@
+"""Benchmarks of the companion and the book (``make bench``); prints one table.
+
+Ratios are measured in one run, so they compare like with like on whatever machine runs them.
+Absolute times are for this machine only. Nothing here is part of ``make test``: timings are
+too volatile to assert on in CI.
+
+- the reference Keras loop vs ``model.fit``: seconds per epoch after the first (tracing) epoch;
+- the reference PyTorch loop vs a plain hand-written loop that calls ``.item()`` every step;
+- ``import companion``;
+- each notebook's execution time (``--notebooks``, on by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GOALS = {"tf_ratio": 1.2, "torch_ratio": 1.0, "import_s": 0.3, "notebook_s": 30.0}
+
+
+def per_epoch(run, repeats: int) -> float:
+    """Seconds per extra epoch: (T(1 + E) - T(1)) / E, so tracing and set-up cancel out."""
+    extra = 10
+    run(1)  # warm caches and imports
+    short = min(run(1) for _ in range(repeats))
+    long = min(run(1 + extra) for _ in range(repeats))
+    return (long - short) / extra
+
+
+def bench_tf(repeats: int) -> tuple[float, float]:
+    import keras
+
+    from companion import models, tf_loop
+    from companion.data import load_diabetes
+
+    x, y = load_diabetes()
+
+    def fit(epochs):
+        model = models.keras_mlp(x.shape[1], hidden=(16,), l2=0.01, seed=0)
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", metrics=["mse"])
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=32, epochs=epochs, shuffle=False, verbose=0)
+        return time.perf_counter() - start
+
+    def loop(epochs):
+        model = models.keras_mlp(x.shape[1], hidden=(16,), l2=0.01, seed=0)
+        start = time.perf_counter()
+        tf_loop.train(model, x, y, loss=keras.losses.MeanSquaredError(), optimizer=keras.optimizers.SGD(0.05),
+                      metrics=[keras.metrics.MeanSquaredError(name="mse")], batch_size=32, epochs=epochs)
+        return time.perf_counter() - start
+
+    return per_epoch(fit, repeats), per_epoch(loop, repeats)
+
+
+def bench_torch(repeats: int) -> tuple[float, float]:
+    import torch
+
+    from companion import metrics, models, torch_loop
+    from companion.data import load_diabetes
+
+    x, y = load_diabetes()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def plain(epochs):
+        torch.manual_seed(0)
+        model = models.torch_mlp(x.shape[1], hidden=(16,))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        loss_fn = torch.nn.MSELoss()
+        start = time.perf_counter()
+        for _ in range(epochs):
+            total, count = 0.0, 0
+            for i in range(0, len(xt), 32):
+                xb, yb = xt[i:i + 32], yt[i:i + 32]
+                prediction = model(xb)
+                loss = loss_fn(prediction, yb)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(xb)
+                count += len(xb)
+                _ = ((prediction.detach() - yb) ** 2).mean().item()  # the same metric, by hand
+            _ = total / count
+        return time.perf_counter() - start
+
+    def loop(epochs):
+        torch.manual_seed(0)
+        model = models.torch_mlp(x.shape[1], hidden=(16,))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        start = time.perf_counter()
+        torch_loop.train(model, x, y, loss_fn=torch.nn.MSELoss(), optimizer=optimizer,
+                         metrics=[metrics.MeanSquaredError(name="mse")], batch_size=32, epochs=epochs)
+        return time.perf_counter() - start
+
+    return per_epoch(plain, repeats), per_epoch(loop, repeats)
+
+
+def bench_import(repeats: int) -> float:
+    code = "import time; t = time.perf_counter(); import companion; print(time.perf_counter() - t)"
+    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+            for _ in range(repeats)]
+    return min(runs)
+
+
+def bench_notebooks() -> dict[str, float]:
+    import jupytext
+    from nbclient import NotebookClient
+
+    times = {}
+    for path in sorted((ROOT / "book").glob("[0-9][0-9]_*.md")):
+        notebook = jupytext.read(path)
+        client = NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                                resources={"metadata": {"path": str(path.parent)}})
+        start = time.perf_counter()
+        client.execute()
+        times[path.stem] = time.perf_counter() - start
+    return times
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="best of how many runs (default 3)")
+    parser.add_argument("--no-notebooks", action="store_true", help="skip executing the notebooks")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+
+    import companion
+
+    companion.seed_everything(0)
+    rows = []
+    fit_s, tf_s = bench_tf(args.repeats)
+    rows.append(("model.fit, s/epoch (diabetes, batch 32)", f"{fit_s:.4f}", ""))
+    rows.append(("tf_loop.train, s/epoch", f"{tf_s:.4f}", ""))
+    rows.append(("tf_loop / fit", f"{tf_s / fit_s:.2f}x", f"<= {GOALS['tf_ratio']}x"))
+    plain_s, torch_s = bench_torch(args.repeats)
+    rows.append(("hand-written torch loop (.item() each step), s/epoch", f"{plain_s:.4f}", ""))
+    rows.append(("torch_loop.train, s/epoch", f"{torch_s:.4f}", ""))
+    rows.append(("torch_loop / hand-written", f"{torch_s / plain_s:.2f}x", f"<= {GOALS['torch_ratio']}x"))
+    rows.append(("import companion, s", f"{bench_import(max(args.repeats, 5)):.3f}", f"< {GOALS['import_s']}"))
+    if not args.no_notebooks:
+        for name, seconds in bench_notebooks().items():
+            rows.append((f"notebook {name}, s", f"{seconds:.1f}", f"< {GOALS['notebook_s']:.0f}"))
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'value':>9}  goal")
+    for name, value, goal in rows:
+        print(f"{name:<{width}}  {value:>9}  {goal}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
