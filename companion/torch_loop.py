@@ -7,7 +7,11 @@ compared key by key:
 * the epoch ``"loss"`` is the mean of the batch losses weighted by batch *size* (a short last
   batch counts for fewer samples);
 * a metric is a per-sample running mean over the epoch (see :mod:`companion.metrics`);
-* batch values are computed on the predictions made *before* the optimizer step.
+* batch values are computed on the predictions made *before* the optimizer step;
+* with ``accumulation_steps=k`` each optimizer step accumulates the gradients of ``k``
+  micro-batches of ``batch_size`` samples, each micro-batch's mean loss weighted by its share of
+  the step's samples, so that the step uses the mean gradient over *all* of them: exactly the
+  step of one batch of ``k * batch_size`` samples, short last batches included.
 
 >>> import torch, numpy as np                                   # doctest: +SKIP
 >>> model = torch.nn.Linear(3, 1)
@@ -46,6 +50,7 @@ def train(
     shuffle: bool = False,
     seed: int | None = None,
     penalty=None,
+    accumulation_steps: int = 1,
 ) -> TrainingLog:
     """Train a ``torch.nn.Module`` on arrays or tensors, logging every step the Keras way.
 
@@ -56,6 +61,15 @@ def train(
     ``penalty(model) -> scalar tensor`` added to the loss, the counterpart of Keras'
     ``model.losses`` (weight regularizers); optimizer ``weight_decay`` is *not* part of any
     logged loss. ``shuffle=True`` draws a new order every epoch from ``seed``.
+
+    ``accumulation_steps=k`` makes one optimizer step from ``k`` consecutive micro-batches of
+    ``batch_size`` samples (the last step of an epoch may have fewer, and a short last
+    micro-batch). The log keeps one record per *optimizer step*, whose ``size`` is the step's
+    sample count, so the log and the weights equal those of ``batch_size=k * batch_size,
+    accumulation_steps=1`` up to float rounding, for any model without batch-dependent layers
+    such as batch normalization. (A callable metric is the exception: its step
+    value is the size-weighted mean of its micro-batch values, which equals its value on the
+    whole step only for a per-sample mean.)
     """
     import torch
 
@@ -71,6 +85,7 @@ def train(
     epochs = check.non_negative_int("epochs", epochs)
     shuffle = check.boolean("shuffle", shuffle)
     seed = check.optional_seed("seed", seed)
+    accumulation_steps = check.positive_int("accumulation_steps", accumulation_steps)
     trackers = [Mean(name="loss"), *(_as_metric(m) for m in _sequence("metrics", metrics))]
     batch_trackers = [_fresh_copy(m) for m in trackers]
     keys = tuple(m.name for m in trackers)
@@ -87,31 +102,37 @@ def train(
         for m in trackers:
             m.reset()
         order = rng.permutation(len(x)) if shuffle else None
-        for step, idx in enumerate(batch_indices(len(x), batch_size, order=order)):
-            x_batch, y_batch = x[idx], y[idx]
-            y_pred = model(x_batch)
-            _check_shapes(loss_fn, y_pred, y_batch)
-            loss = loss_fn(y_pred, y_batch)
-            if penalty is not None:
-                loss = loss + penalty(model)
+        micro_batches = batch_indices(len(x), batch_size, order=order)
+        for step, first in enumerate(range(0, len(micro_batches), accumulation_steps)):
+            group = micro_batches[first : first + accumulation_steps]
+            step_size = sum(len(idx) for idx in group)
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-            # y_pred was computed before optimizer.step(): the logged numbers describe the
-            # weights as they were at the start of the step.
-            y_pred, batch_loss = y_pred.detach(), loss.item()
             for m in batch_trackers:
                 m.reset()
-            for m in (trackers[0], batch_trackers[0]):
-                m.update(batch_loss, sample_weight=len(idx))
-            for m, batch_m in zip(trackers[1:], batch_trackers[1:]):
-                m.update(y_batch, y_pred)
-                batch_m.update(y_batch, y_pred)
+            for idx in group:
+                x_batch, y_batch = x[idx], y[idx]
+                y_pred = model(x_batch)
+                _check_shapes(loss_fn, y_pred, y_batch)
+                loss = loss_fn(y_pred, y_batch)
+                if penalty is not None:
+                    loss = loss + penalty(model)
+                # backward() adds to .grad: weighting each micro-batch's mean by its share of the
+                # step's samples makes the sum the mean gradient over all of them (k=1: weight 1).
+                (loss * (len(idx) / step_size)).backward()
+
+                # y_pred was computed before optimizer.step(): the logged numbers describe the
+                # weights as they were at the start of the step.
+                y_pred, batch_loss = y_pred.detach(), loss.item()
+                for m in (trackers[0], batch_trackers[0]):
+                    m.update(batch_loss, sample_weight=len(idx))
+                for m, batch_m in zip(trackers[1:], batch_trackers[1:]):
+                    m.update(y_batch, y_pred)
+                    batch_m.update(y_batch, y_pred)
+            optimizer.step()
             log.add_batch(
                 epoch=epoch,
                 step=step,
-                size=len(idx),
+                size=step_size,
                 batch={m.name: m.result() for m in batch_trackers},
                 running={m.name: m.result() for m in trackers},
             )

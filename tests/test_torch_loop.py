@@ -4,6 +4,8 @@ import copy
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -114,6 +116,8 @@ def test_broadcasting_shapes_are_refused():
         (dict(metrics=[3]), TypeError, "metrics must hold"),
         (dict(penalty=1.0), TypeError, "penalty"),
         (dict(seed=-1), ValueError, "seed"),
+        (dict(accumulation_steps=0), ValueError, "accumulation_steps"),
+        (dict(accumulation_steps=2.0), TypeError, "accumulation_steps"),
     ],
 )
 def test_bad_input_is_rejected_by_name(change, error, match):
@@ -123,3 +127,92 @@ def test_bad_input_is_rejected_by_name(change, error, match):
     arguments.update(change)
     with pytest.raises(error, match=match):
         torch_loop.train(**arguments)
+
+
+# --- gradient accumulation ---------------------------------------------------------------------
+
+
+def weights_after(x, y, *, batch_size, accumulation_steps, make_optimizer, epochs=2, hidden=(4,), penalty=None):
+    """Train a fresh, seeded model; return its log and its final weights as NumPy arrays."""
+    torch.manual_seed(3)
+    model = models.torch_mlp(x.shape[1], hidden=hidden)
+    log = torch_loop.train(model, x, y, loss_fn=torch.nn.MSELoss(), optimizer=make_optimizer(model),
+                           metrics=[metrics.MeanSquaredError(name="mse")], penalty=penalty,
+                           batch_size=batch_size, epochs=epochs, accumulation_steps=accumulation_steps)
+    return log, [p.detach().numpy().copy() for p in model.parameters()]
+
+
+def sgd(model):
+    return torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+def adam(model):
+    return torch.optim.Adam(model.parameters(), lr=0.01)
+
+
+@pytest.mark.parametrize(
+    "num_samples, batch_size, k, make_optimizer, l2",
+    [
+        (442, 32, 4, sgd, 0.0),  # 14 micro-batches: steps of 4, 4, 4 and 2, the last one short
+        (442, 32, 4, sgd, 0.01),  # the penalty is counted once per step, not once per micro-batch
+        (442, 32, 4, adam, 0.0),  # same gradient, so the same Adam update
+        (37, 5, 3, sgd, 0.0),  # steps of 15, 15 and 7 = 5 + 2
+        (10, 3, 5, sgd, 0.0),  # fewer micro-batches than k: one step of 3 + 3 + 3 + 1
+        (7, 7, 2, sgd, 0.0),  # a single micro-batch
+    ],
+)
+def test_accumulation_equals_one_batch_of_k_times_the_size(num_samples, batch_size, k, make_optimizer, l2):
+    x, y = X[:num_samples], Y[:num_samples]
+    penalty = models.torch_l2_penalty(l2) if l2 else None
+    accumulated, w_accumulated = weights_after(x, y, batch_size=batch_size, accumulation_steps=k,
+                                               make_optimizer=make_optimizer, penalty=penalty)
+    large, w_large = weights_after(x, y, batch_size=k * batch_size, accumulation_steps=1,
+                                   make_optimizer=make_optimizer, penalty=penalty)
+    for a, b in zip(w_accumulated, w_large):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # One record per optimizer step, sized like the large batches, with the same numbers.
+    assert accumulated.sizes().tolist() == large.sizes().tolist()
+    for key in ("loss", "mse"):
+        np.testing.assert_allclose(accumulated.history[key], large.history[key], rtol=1e-5, err_msg=key)
+        for kind in ("batch", "running"):
+            np.testing.assert_allclose(accumulated.series(key, kind=kind), large.series(key, kind=kind),
+                                       rtol=1e-5, err_msg=f"{key} {kind}")
+
+
+def test_accumulation_log_has_one_record_per_optimizer_step():
+    log, _ = weights_after(X, Y, batch_size=32, accumulation_steps=4, make_optimizer=sgd, epochs=1)
+    assert log.sizes().tolist() == [128, 128, 128, 58]
+    assert [r.step for r in log.batches] == [0, 1, 2, 3]
+
+
+def test_accumulation_changes_the_training_and_the_weighting_matters():
+    """The equality above is not vacuous: k micro-steps differ, and so does dividing by k."""
+    x, y = X[:37], Y[:37]
+    _, w_large = weights_after(x, y, batch_size=15, accumulation_steps=1, make_optimizer=sgd)
+    _, w_small = weights_after(x, y, batch_size=5, accumulation_steps=1, make_optimizer=sgd)
+    assert max(np.max(np.abs(a - b)) for a, b in zip(w_large, w_small)) > 1e-3
+
+    # The usual recipe, loss / k, weights the short micro-batch (2 samples) like a full one (5).
+    torch.manual_seed(3)
+    model = models.torch_mlp(x.shape[1], hidden=(4,))
+    optimizer = sgd(model)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(2):
+        for first in range(0, 37, 15):
+            optimizer.zero_grad()
+            for start in range(first, min(first + 15, 37), 5):
+                loss = torch.nn.functional.mse_loss(model(xt[start : start + 5]), yt[start : start + 5])
+                (loss / 3).backward()
+            optimizer.step()
+    w_naive = [p.detach().numpy() for p in model.parameters()]
+    assert max(np.max(np.abs(a - b)) for a, b in zip(w_large, w_naive)) > 1e-4
+
+
+@settings(max_examples=25, deadline=None)
+@given(num_samples=st.integers(1, 40), batch_size=st.integers(1, 9), k=st.integers(1, 5))
+def test_accumulation_equivalence_for_any_sizes(num_samples, batch_size, k):
+    x, y = X[:num_samples], Y[:num_samples]
+    _, w_accumulated = weights_after(x, y, batch_size=batch_size, accumulation_steps=k, make_optimizer=sgd)
+    _, w_large = weights_after(x, y, batch_size=k * batch_size, accumulation_steps=1, make_optimizer=sgd)
+    for a, b in zip(w_accumulated, w_large):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
