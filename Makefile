@@ -27,7 +27,7 @@ export TF_ENABLE_ONEDNN_OPTS := 0
 export PYTHONHASHSEED := 0
 export CUDA_VISIBLE_DEVICES :=
 
-.PHONY: help setup book test test-unit test-notebooks test-threads test-book bench sync constraints clean distclean
+.PHONY: help setup book test test-unit test-notebooks test-threads test-book browser bench exercises sync constraints clean distclean
 # The checks of `make test` run one after the other, even under make -j.
 .NOTPARALLEL:
 
@@ -51,7 +51,7 @@ test: test-unit test-notebooks test-book ## all three checks below, in order; st
 
 test-unit: $(STAMP) ## pytest tests/ (package, project and notebook-pair checks)
 	@echo "== 1/3 pytest tests/"
-	$(PY) -m pytest tests/
+	$(PY) -m pytest tests/ --ignore=tests/rendered
 
 NBVAL := $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE) book/*.ipynb
 # What the working tree looks like to git: the notebooks must leave it exactly as it was.
@@ -90,13 +90,29 @@ test-book: $(STAMP) ## build the book from scratch with warnings as errors
 	@# Belt and braces: whatever jupyter-book's exit status, any warning line in the log fails.
 	@if grep -nE '(WARNING|ERROR|CRITICAL)' $(STRICT_LOG); then \
 	  echo "Book build reported the problems above (full log: $(STRICT_LOG))"; exit 1; fi
+	@echo "== the rendered book in headless Chromium (screenshots in _build/screenshots)"
+	@$(MAKE) --no-print-directory browser
+	$(PY) -m pytest tests/rendered
 
 bench: $(STAMP) ## time the reference loops against fit / a plain loop, the import, each notebook
 	$(PY) tools/bench.py
 
+# The browser test needs Chromium and its driver, from Debian's packages. As root (CI) they are
+# installed here; otherwise install them yourself, or the browser test is skipped and says so.
+browser: ## install Chromium and chromedriver for the browser test (Debian/Ubuntu, as root)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing chromium and chromium-driver with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "Chromium is not installed and cannot be installed here: the browser test will be skipped"; fi
+
+exercises: $(STAMP) ## regenerate the student notebooks in exercises/ from the chapters
+	$(PY) tools/make_exercises.py
+
 sync: $(STAMP) ## regenerate book/NN_*.ipynb from the .md and execute it (NB=book/01_x.md for one)
 	@test -n "$(strip $(NB))" || { echo "No notebook sources to sync"; exit 1; }
 	$(PY) tools/sync_notebooks.py $(NB)
+	$(PY) tools/make_exercises.py
 
 constraints: ## re-pin requirements/constraints.txt from what .venv has installed
 	@test -x $(PY) || { echo "Create .venv first (make setup)"; exit 1; }

@@ -1,0 +1,180 @@
+"""The rendered book, opened page by page in headless Chromium (``make test-book`` runs this after
+building ``_build/html``; ``make test-unit`` does not collect it).
+
+Every page: no console errors, every image loaded, every formula typeset by MathJax (served from
+the book itself, so all of this works offline). Chapter pages: the Colab and download buttons are
+there and point at a notebook that exists in the repository, and both kinds of dropdown
+(collapsed solution code, self-check answers) open when clicked. Search finds a chapter.
+A screenshot of every page is saved under ``_build/screenshots/`` for review.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+selenium = pytest.importorskip("selenium")
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+if not (HTML / "index.html").is_file():
+    pytest.fail("build the book first: _build/html/index.html is missing", pytrace=False)
+if not (CHROMIUM and CHROMEDRIVER):
+    pytest.skip("Chromium and chromedriver are not installed (make browser installs them as root)",
+                allow_module_level=True)
+
+
+def toc_pages() -> list[str]:
+    def files(node):
+        if isinstance(node, dict):
+            return [v for k, v in node.items() if k in ("root", "file")] + [f for v in node.values() for f in files(v)]
+        if isinstance(node, list):
+            return [f for item in node for f in files(item)]
+        return []
+
+    return files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+
+
+PAGES = toc_pages()
+CHAPTERS = [p for p in PAGES if re.search(r"/0[1-9]_", p)]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep the test output readable
+        pass
+
+
+@pytest.fixture(scope="module")
+def site():
+    handler = functools.partial(_QuietHandler, directory=str(HTML))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
+                 f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_page(driver, url: str) -> None:
+    driver.get(url)
+    deadline = time.time() + 30
+    while driver.execute_script("return document.readyState") != "complete":
+        assert time.time() < deadline, f"{url} did not finish loading"
+        time.sleep(0.1)
+    # Wait until MathJax (if the page loads it) has typeset every formula.
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "if (!document.querySelector('script[src*=\"mathjax\"]')) { done(null); return; }"
+        "const wait = () => (window.MathJax && MathJax.startup && MathJax.startup.promise)"
+        "  ? MathJax.startup.promise.then(() => done(null), e => done(String(e)))"
+        "  : setTimeout(wait, 50);"
+        "wait();"
+    )
+
+
+def html_path(page: str) -> str:
+    return f"{page}.html"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_cleanly(browser, site, page):
+    open_page(browser, f"{site}/{html_path(page)}")
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, f"console errors on {page}: {errors}"
+    broken = browser.execute_script(
+        "return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+    assert not broken, f"images that did not load on {page}: {broken}"
+    formulas = browser.execute_script("return document.querySelectorAll('div.math, span.math').length")
+    typeset = browser.execute_script("return document.querySelectorAll('mjx-container').length")
+    assert typeset >= formulas, f"{page}: {formulas} formulas, only {typeset} typeset by MathJax"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SHOTS / f"{page.replace('/', '__')}.png"))
+
+
+def test_chapters_have_math_and_figures(browser, site):
+    counts = {}
+    for page in CHAPTERS:
+        open_page(browser, f"{site}/{html_path(page)}")
+        counts[page] = browser.execute_script(
+            "return [document.querySelectorAll('mjx-container').length, document.images.length]")
+    assert any(math > 0 for math, _ in counts.values()), f"no chapter shows a typeset formula: {counts}"
+    assert all(images > 0 for _, images in counts.values()), f"a chapter has no figure: {counts}"
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_chapter_has_colab_and_download_buttons_to_real_notebooks(browser, site, page):
+    open_page(browser, f"{site}/{html_path(page)}")
+    repository = CONFIG["repository"]["url"].removeprefix("https://github.com/")
+    branch = CONFIG["repository"].get("branch", "main")
+    colab = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a[href*='colab.research.google.com']")]
+    launch = f"https://colab.research.google.com/github/{repository}/blob/{branch}/{page}.ipynb"
+    assert launch in colab, f"{page}: no Colab launch button to {launch}; found {colab}"
+    for href in colab:
+        match = re.fullmatch(rf"https://colab\.research\.google\.com/github/{re.escape(repository)}/blob/{branch}/(.+\.ipynb)", href)
+        assert match, f"{page}: a Colab link outside the repository: {href}"
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", match.group(1)], cwd=ROOT, capture_output=True)
+        assert tracked.returncode == 0, f"{page}: Colab link to {match.group(1)}, which git does not track"
+    downloads = browser.find_elements(By.CSS_SELECTOR, "a.btn-download-source-button, button.btn-download-source-button")
+    assert downloads, f"{page}: no download button"
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_dropdowns_open_when_clicked(browser, site, page):
+    open_page(browser, f"{site}/{html_path(page)}")
+    for selector in ("details.hide.above-input", "details.sd-dropdown"):
+        details = browser.find_elements(By.CSS_SELECTOR, selector)
+        assert details, f"{page}: no {selector} (solutions and self-check answers are collapsed dropdowns)"
+        target = details[0]
+        assert target.get_attribute("open") is None, f"{page}: {selector} starts open"
+        summary = target.find_element(By.TAG_NAME, "summary")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", summary)
+        summary.click()
+        assert target.get_attribute("open") is not None, f"{page}: clicking {selector} did not open it"
+        body = [e for e in target.find_elements(By.XPATH, "./*") if e.tag_name != "summary"]
+        assert any(e.is_displayed() and e.text.strip() for e in body), f"{page}: {selector} opened but shows nothing"
+
+
+def test_search_finds_a_chapter(browser, site):
+    open_page(browser, f"{site}/search.html?q=checkpoint")
+    deadline = time.time() + 30
+    links = []
+    while time.time() < deadline and not links:
+        links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "ul.search li a")]
+        time.sleep(0.2)
+    assert any(re.search(r"/book/0[1-9]_\w+\.html", href or "") for href in links), f"search results: {links}"
