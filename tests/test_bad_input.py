@@ -1,0 +1,145 @@
+"""Property-based checks: public functions reject bad input with an error that names the argument.
+
+Hypothesis draws the bad values (non-finite entries at random places, wrong lengths, empty arrays,
+wrong types and out-of-range keyword values); each must raise ValueError or TypeError whose
+message names the offending argument, before any training starts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import companion
+from companion import batching, compare, data
+from companion.data import load_diabetes
+
+X, Y = load_diabetes()
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+not_a_positive_int = st.one_of(
+    st.integers(max_value=0), st.floats(allow_nan=True), st.text(max_size=3), st.none(), st.booleans(),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@st.composite
+def poisoned(draw, array):
+    """A copy of ``array`` with one NaN or infinity at a random place."""
+    bad = array.copy()
+    index = tuple(draw(st.integers(0, n - 1)) for n in bad.shape)
+    bad[index] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    return bad
+
+
+def bad_data_cases():
+    """(argument name, replacement) pairs for x and y."""
+    return st.one_of(
+        st.tuples(st.just("x"), poisoned(X)),
+        st.tuples(st.just("y"), poisoned(Y)),
+        st.tuples(st.just("y"), st.integers(1, len(Y) - 1).map(lambda n: Y[:n])),
+        st.tuples(st.just("x"), st.just(X[:0])),
+        st.tuples(st.just("x"), st.just(np.float32(1.0))),
+        st.tuples(st.just("y"), st.just(np.array(["a"] * len(Y)))),
+    )
+
+
+def assert_rejected(call, name):
+    with pytest.raises((ValueError, TypeError)) as error:
+        call()
+    assert name in str(error.value), f"the error does not name {name!r}: {error.value}"
+
+
+@pytest.fixture(scope="module")
+def keras_setup():
+    keras = pytest.importorskip("keras")
+    from companion import models, tf_loop
+
+    return keras, tf_loop, models.keras_mlp(X.shape[1], hidden=(4,))
+
+
+@pytest.fixture(scope="module")
+def torch_setup():
+    torch = pytest.importorskip("torch")
+    from companion import models, torch_loop
+
+    model = models.torch_mlp(X.shape[1], hidden=(4,))
+    return torch, torch_loop, model, torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+@FAST
+@given(case=bad_data_cases())
+def test_tf_loop_rejects_bad_data(keras_setup, case):
+    keras, tf_loop, model = keras_setup
+    name, value = case
+    arguments = dict(x=X, y=Y)
+    arguments[name] = value
+    assert_rejected(lambda: tf_loop.train(model, arguments["x"], arguments["y"], loss=keras.losses.MeanSquaredError(),
+                                          optimizer=keras.optimizers.SGD(0.1), batch_size=32, epochs=1), name)
+
+
+@FAST
+@given(case=bad_data_cases())
+def test_torch_loop_rejects_bad_data(torch_setup, case):
+    torch, torch_loop, model, optimizer = torch_setup
+    name, value = case
+    arguments = dict(x=X, y=Y)
+    arguments[name] = value
+    assert_rejected(lambda: torch_loop.train(model, arguments["x"], arguments["y"], loss_fn=torch.nn.MSELoss(),
+                                             optimizer=optimizer, batch_size=32, epochs=1), name)
+
+
+@FAST
+@given(name=st.sampled_from(["batch_size", "epochs"]), value=not_a_positive_int)
+def test_loops_reject_bad_sizes(keras_setup, torch_setup, name, value):
+    if name == "epochs" and isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return  # zero epochs is allowed: an empty log
+    keras, tf_loop, keras_model = keras_setup
+    torch, torch_loop, torch_model, optimizer = torch_setup
+    common = dict(batch_size=32, epochs=1)
+    common[name] = value
+    assert_rejected(lambda: tf_loop.train(keras_model, X, Y, loss=keras.losses.MeanSquaredError(),
+                                          optimizer=keras.optimizers.SGD(0.1), **common), name)
+    assert_rejected(lambda: torch_loop.train(torch_model, X, Y, loss_fn=torch.nn.MSELoss(),
+                                             optimizer=optimizer, **common), name)
+
+
+@FAST
+@given(num_samples=st.one_of(not_a_positive_int, st.integers(1, 50)), batch_size=st.one_of(not_a_positive_int, st.integers(1, 50)))
+def test_batch_indices_reject_bad_sizes_and_cover_every_sample_once(num_samples, batch_size):
+    valid = all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (num_samples, batch_size))
+    if not valid:
+        name = "num_samples" if not (isinstance(num_samples, int) and not isinstance(num_samples, bool) and num_samples >= 1) else "batch_size"
+        assert_rejected(lambda: batching.batch_indices(num_samples, batch_size), name)
+        return
+    batches = batching.batch_indices(num_samples, batch_size)
+    assert np.concatenate(batches).tolist() == list(range(num_samples))
+    assert all(len(b) == batch_size for b in batches[:-1]) and 1 <= len(batches[-1]) <= batch_size
+
+
+@FAST
+@given(case=st.one_of(
+    st.tuples(st.just("a"), poisoned(np.ones(5))),
+    st.tuples(st.just("b"), poisoned(np.ones(5))),
+    st.tuples(st.just("same shape"), st.integers(1, 4).map(lambda n: np.ones(n))),
+    st.tuples(st.just("a"), st.just(np.array([]))),
+))
+def test_max_relative_difference_rejects_bad_arrays(case):
+    name, value = case
+    a, b = (value, np.ones(5)) if name == "a" else (np.ones(5), value)
+    assert_rejected(lambda: compare.max_relative_difference(a, b), name)
+
+
+@FAST
+@given(name=st.sampled_from(["num_samples", "num_features", "seed", "noise"]),
+       value=st.one_of(st.integers(max_value=-1), st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not (v >= 0 and np.isfinite(v))), st.text(max_size=2), st.none()))
+def test_synthetic_data_rejects_bad_arguments(name, value):
+    assert_rejected(lambda: data.linear_regression_data(**{name: value}), name)
+
+
+@FAST
+@given(seed=st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32), st.floats(), st.text(max_size=2), st.booleans()))
+def test_seed_everything_rejects_bad_seeds(seed):
+    assert_rejected(lambda: companion.seed_everything(seed), "seed")
