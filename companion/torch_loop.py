@@ -13,7 +13,7 @@ compared key by key:
   the step's samples, so that the step uses the mean gradient over *all* of them: exactly the
   step of one batch of ``k * batch_size`` samples, short last batches included.
 
->>> import torch, numpy as np                                   # doctest: +SKIP
+>>> import torch, numpy as np
 >>> model = torch.nn.Linear(3, 1)
 >>> log = train(model, np.ones((10, 3)), np.ones((10, 1)), loss_fn=torch.nn.MSELoss(),
 ...             optimizer=torch.optim.SGD(model.parameters(), lr=0.1), batch_size=4, epochs=2)

@@ -1,0 +1,342 @@
+"""Data-parallel training on one CPU machine: two replicas in TensorFlow and in PyTorch.
+
+Each demo trains the same small network on the same data three ways and compares the result
+with single-process training on the whole global batch:
+
+* :func:`run_tf_mirrored_demo`: ``tf.distribute.MirroredStrategy`` over two *logical* CPU
+  devices. The Keras optimizer **sums** the replicas' gradients, so each replica must divide its
+  loss by the *global* batch size (``tf.nn.compute_average_loss``); a per-replica
+  ``tf.reduce_mean`` doubles the step, and a Keras loss object (which divides its local mean by
+  the number of replicas) is exact only when the shards are equal.
+* :func:`run_torch_ddp_demo`: ``DistributedDataParallel`` with the gloo backend in two
+  processes talking over loopback. DDP **averages** the ranks' gradients, so the per-rank mean
+  loss is exact for equal shards and biased for unequal ones; dividing the local sum by the
+  global count (times the number of ranks, which DDP divides by) is exact for both.
+
+The data are 23 samples in global batches of 8: steps of 8, 8 and 7 samples, each split into
+two contiguous shards, so the last step has unequal shards of 4 and 3. Every method is scored
+against the reference for each step taken from the reference's weights: ``"steps"``, the
+relative error of the update, ``max|dw - dw_ref| / max|dw_ref|``, and ``"scales"``, its length
+along ``dw_ref`` (1.0 when right); and after a whole epoch, ``"epoch"``, the relative error of
+the distance travelled.
+
+Each demo runs in fresh subprocesses (TensorFlow fixes its devices when it first uses them;
+DDP needs one process per rank) with a timeout, and returns plain numbers:
+
+>>> result = run_torch_ddp_demo()                               # doctest: +SKIP
+>>> result["methods"]["global_count"]["epoch"] < 1e-5
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from companion import _validation as check
+
+__all__ = ["run_demos", "run_tf_mirrored_demo", "run_torch_ddp_demo", "shard_sizes"]
+
+SAMPLES, FEATURES, HIDDEN = 23, 3, 4
+GLOBAL_BATCH, REPLICAS, LEARNING_RATE = 8, 2, 0.1
+TF_METHODS = ("compute_average_loss", "keras_loss", "local_reduce_mean")
+TORCH_METHODS = ("global_count", "local_mean")
+
+
+def shard_sizes() -> list[list[int]]:
+    """How many samples each replica gets at each step of the demos' epoch.
+
+    >>> shard_sizes()
+    [[4, 4], [4, 4], [4, 3]]
+    """
+    return [[len(shard) for shard in np.array_split(idx, REPLICAS)] for idx in _global_batches()]
+
+
+def run_tf_mirrored_demo(*, timeout: float = 120.0) -> dict:
+    """Train with ``MirroredStrategy`` on two logical CPUs, three ways; compare with one device.
+
+    Returns ``{"replicas", "shard_sizes", "methods": {name: {"steps", "scales", "epoch"}}}`` for
+    the methods ``"compute_average_loss"``, ``"keras_loss"`` and ``"local_reduce_mean"``.
+
+    >>> run_tf_mirrored_demo()["methods"]["local_reduce_mean"]["steps"][0]  # doctest: +SKIP
+    1.0000028...
+    """
+    return run_demos(timeout=timeout, frameworks=("tensorflow",))["tensorflow"]
+
+
+def run_torch_ddp_demo(*, timeout: float = 120.0) -> dict:
+    """Train with ``DistributedDataParallel`` (gloo, 2 processes), two ways; compare with one process.
+
+    Returns ``{"replicas", "shard_sizes", "methods": {name: {"steps", "scales", "epoch"}}}`` for
+    the methods ``"global_count"`` and ``"local_mean"``. The processes meet at a free port on
+    127.0.0.1 and shut their process group down before exiting.
+
+    >>> run_torch_ddp_demo()["methods"]["local_mean"]["steps"]      # doctest: +SKIP
+    [2.1e-08, 1.1e-07, 0.082...]
+    """
+    return run_demos(timeout=timeout, frameworks=("torch",))["torch"]
+
+
+def run_demos(*, timeout: float = 120.0, frameworks=("tensorflow", "torch")) -> dict:
+    """Run the demos of ``frameworks`` at the same time; ``{framework: result}``.
+
+    Most of each demo's time is spent importing its framework, so running them side by side
+    roughly halves the wait on two cores.
+
+    >>> sorted(run_demos())                                         # doctest: +SKIP
+    ['tensorflow', 'torch']
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 or timeout == np.inf:
+        raise ValueError(f"timeout must be a positive, finite number of seconds, got {timeout!r}")
+    if isinstance(frameworks, str) or not set(frameworks) or not set(frameworks) <= {"tensorflow", "torch"}:
+        raise ValueError(f"frameworks must be a non-empty sequence of 'tensorflow' and 'torch', got {frameworks!r}")
+    # One thread per process: the replicas share two cores, and a fixed thread count keeps the
+    # summation order (and so the last digits) the same on every machine.
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3",
+               TF_ENABLE_ONEDNN_OPTS="0", PYTHONHASHSEED="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    if sys.platform.startswith("linux"):
+        env["GLOO_SOCKET_IFNAME"] = "lo"  # keep gloo's own connections on the loopback interface
+    module = [sys.executable, "-m", "companion.distributed"]
+    commands = {"tensorflow": [module + ["tf"]],
+                "torch": [module + ["torch", str(rank), str(REPLICAS)] for rank in range(REPLICAS)]}
+    chosen = [name for name in ("tensorflow", "torch") if name in frameworks]
+    outputs = _run([command for name in chosen for command in commands[name]], env, float(timeout))
+    # The first process of each demo (TensorFlow's only one, PyTorch's rank 0) prints the result.
+    firsts = np.cumsum([0] + [len(commands[name]) for name in chosen])[:-1]
+    return {name: _parse(*outputs[first], name) for name, first in zip(chosen, firsts)}
+
+
+# --- the parent's side: processes, timeouts, results ---------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))  # port 0: the kernel picks one that is free now
+        return probe.getsockname()[1]
+
+
+def _run(commands: list[list[str]], env: dict, timeout: float) -> list[tuple[str, str]]:
+    """Start every command at once; wait for all, killing all of them on timeout or failure."""
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    ]
+    deadline = time.monotonic() + timeout
+    outputs = []
+    try:
+        for process, command in zip(processes, commands):
+            try:
+                out, err = process.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"{' '.join(command[2:])} did not finish within {timeout:g} s") from None
+            if process.returncode != 0:
+                raise RuntimeError(
+                    f"{' '.join(command[2:])} failed with exit status {process.returncode}:\n{err[-2000:]}"
+                )
+            outputs.append((out, err))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return outputs
+
+
+def _parse(out: str, err: str, name: str) -> dict:
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"the {name} demo printed no result; its stderr ends with:\n{err[-2000:]}")
+    return json.loads(lines[-1])
+
+
+# --- the children's side: the same experiment in each framework ----------------------------
+
+
+def _data() -> tuple[np.ndarray, np.ndarray]:
+    from companion.data import linear_regression_data
+
+    return linear_regression_data(SAMPLES, FEATURES, noise=0.5, seed=1)
+
+
+def _global_batches() -> list[np.ndarray]:
+    from companion.batching import batch_indices
+
+    return batch_indices(SAMPLES, GLOBAL_BATCH)
+
+
+def _scores(methods: tuple[str, ...], train_step, get_weights, set_weights) -> dict:
+    """Per-step update errors and scales from the reference weights, and the error after an epoch.
+
+    A step's error is ``max|dw - dw_ref| / max|dw_ref|`` and its scale the length of ``dw``
+    along ``dw_ref`` (2.0: the update points the right way but is twice as long).
+
+    ``train_step(method, idx)`` makes one step on the global batch ``idx`` (method ``None``: the
+    single-process reference); weights are lists of arrays.
+    """
+    start = get_weights()
+    reference = [start]
+    for idx in _global_batches():
+        train_step(None, idx)
+        reference.append(get_weights())
+
+    def flat(weights, origin):
+        return np.concatenate([(np.asarray(w, np.float64) - o).ravel() for w, o in zip(weights, origin)])
+
+    def error(update, reference_update):
+        return float(np.max(np.abs(update - reference_update)) / np.max(np.abs(reference_update)))
+
+    scores = {}
+    for method in methods:
+        steps, scales = [], []
+        for before, after, idx in zip(reference, reference[1:], _global_batches()):
+            set_weights(before)
+            train_step(method, idx)
+            update, reference_update = flat(get_weights(), before), flat(after, before)
+            steps.append(error(update, reference_update))
+            scales.append(float(update @ reference_update / (reference_update @ reference_update)))
+        set_weights(start)
+        for idx in _global_batches():
+            train_step(method, idx)
+        epoch = error(flat(get_weights(), start), flat(reference[-1], start))
+        scores[method] = {"steps": steps, "scales": scales, "epoch": epoch}
+    set_weights(start)
+    return scores
+
+
+def _tf_child() -> dict:
+    import companion
+
+    companion.quiet_frameworks()
+    import tensorflow as tf
+
+    # Must come before TensorFlow touches its devices: afterwards the split is refused.
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * REPLICAS)
+    import keras
+
+    # Not companion.seed_everything: it would import PyTorch too, seconds for nothing here.
+    keras.utils.set_random_seed(0)
+    tf.config.experimental.enable_op_determinism()
+
+    from companion import models
+
+    x, y = _data()
+    strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    with strategy.scope():
+        model = models.keras_mlp(FEATURES, hidden=(HIDDEN,), seed=0)
+        optimizer = keras.optimizers.SGD(LEARNING_RATE)
+        keras_loss = keras.losses.MeanSquaredError()
+    # The reference lives outside the strategy: a plain model on one device, the whole batch.
+    single = models.keras_mlp(FEATURES, hidden=(HIDDEN,), seed=0)
+    single_optimizer = keras.optimizers.SGD(LEARNING_RATE)
+
+    def replica_step(method, x_shard, y_shard, global_size):
+        with tf.GradientTape() as tape:
+            prediction = model(x_shard, training=True)
+            per_example = tf.reduce_mean(tf.square(prediction - y_shard), axis=-1)
+            if method == "compute_average_loss":  # local sum / global batch size
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_size)
+            elif method == "keras_loss":  # local mean / number of replicas
+                loss = keras_loss(y_shard, prediction)
+            else:  # local mean: the replicas' gradients are then summed
+                loss = tf.reduce_mean(per_example)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+
+    distributed = {
+        method: tf.function(lambda xs, ys, n, method=method: strategy.run(replica_step, args=(method, xs, ys, n)),
+                            reduce_retracing=True)
+        for method in TF_METHODS
+    }
+
+    @tf.function(reduce_retracing=True)
+    def single_step(x_batch, y_batch):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(single(x_batch, training=True) - y_batch))
+        gradients = tape.gradient(loss, single.trainable_variables)
+        single_optimizer.apply_gradients(zip(gradients, single.trainable_variables))
+
+    def train_step(method, idx):
+        if method is None:
+            single.set_weights(model.get_weights())
+            single_step(tf.constant(x[idx]), tf.constant(y[idx]))
+            model.set_weights(single.get_weights())
+            return
+        shards = np.array_split(idx, REPLICAS)
+
+        def shard(context):
+            own = shards[context.replica_id_in_sync_group]
+            return tf.constant(x[own]), tf.constant(y[own])
+
+        x_shards, y_shards = strategy.experimental_distribute_values_from_function(shard)
+        distributed[method](x_shards, y_shards, tf.constant(len(idx)))
+
+    methods = _scores(TF_METHODS, train_step, model.get_weights, model.set_weights)
+    return {"replicas": strategy.num_replicas_in_sync, "shard_sizes": shard_sizes(), "methods": methods}
+
+
+def _torch_child(rank: int, world_size: int) -> dict | None:
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from companion import models
+
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        x, y = (torch.from_numpy(a) for a in _data())
+        model = models.torch_mlp(FEATURES, hidden=(HIDDEN,))
+        # DDP broadcasts rank 0's weights at construction; it wraps the same parameters.
+        replica = DistributedDataParallel(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+
+        def train_step(method, idx):
+            own = np.array_split(idx, world_size)[rank] if method else idx
+            network = replica if method else model  # the reference runs without DDP, everywhere
+            per_example = ((network(x[own]) - y[own]) ** 2).mean(dim=1)
+            if method == "global_count":  # DDP divides the summed gradient by world_size
+                loss = per_example.sum() * world_size / len(idx)
+            else:  # the usual per-rank mean (and the reference's mean over the global batch)
+                loss = per_example.mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        def get_weights():
+            return [p.detach().numpy().copy() for p in model.parameters()]
+
+        def set_weights(weights):
+            with torch.no_grad():
+                for p, w in zip(model.parameters(), weights):
+                    p.copy_(torch.from_numpy(w))
+
+        methods = _scores(TORCH_METHODS, train_step, get_weights, set_weights)
+        dist.barrier()
+        return {"replicas": world_size, "shard_sizes": shard_sizes(), "methods": methods} if rank == 0 else None
+    finally:
+        dist.destroy_process_group()
+
+
+def _main(argv: list[str]) -> int:
+    if argv[:1] == ["tf"]:
+        result = _tf_child()
+    elif argv[:1] == ["torch"] and len(argv) == 3:
+        result = _torch_child(check.non_negative_int("rank", int(argv[1])), check.positive_int("world_size", int(argv[2])))
+    else:
+        raise SystemExit("usage: python -m companion.distributed tf | torch RANK WORLD_SIZE")
+    if result is not None:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,96 @@
+"""companion.distributed: real two-replica training (MirroredStrategy, DDP over gloo) on this CPU."""
+
+import importlib.util
+import subprocess
+import sys
+import time
+
+import pytest
+
+# The demos import TensorFlow in their own processes; this one only needs to know it is there.
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("TensorFlow is not installed", allow_module_level=True)
+torch = pytest.importorskip("torch")
+
+from companion import distributed  # noqa: E402
+
+EXACT = 1e-5  # float32 rounding of a few small updates
+
+
+@pytest.fixture(scope="module")
+def results():
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("this PyTorch build has no gloo backend")
+    # Both demos at once: each mostly waits on its framework's import.
+    return distributed.run_demos(timeout=240)
+
+
+def test_shards_are_contiguous_halves_with_an_uneven_last_step():
+    assert distributed.shard_sizes() == [[4, 4], [4, 4], [4, 3]]
+
+
+def test_mirrored_strategy_sums_replica_gradients(results):
+    tf_result = results["tensorflow"]
+    assert tf_result["replicas"] == 2
+    assert tf_result["shard_sizes"] == [[4, 4], [4, 4], [4, 3]]
+    methods = tf_result["methods"]
+    # Local sum / global batch size: exact at every step, even / uneven shards, and over the epoch.
+    assert max(methods["compute_average_loss"]["steps"]) < EXACT
+    assert methods["compute_average_loss"]["epoch"] < EXACT
+    # A Keras loss divides its local mean by the number of replicas: exact only for equal shards.
+    keras_steps = methods["keras_loss"]["steps"]
+    assert max(keras_steps[:2]) < EXACT and keras_steps[2] > 1e-2
+    assert methods["keras_loss"]["epoch"] > 1e-2
+    # A plain local mean: the optimizer sums two means, so the step is twice as long.
+    assert methods["local_reduce_mean"]["scales"][:2] == pytest.approx([2.0, 2.0], abs=1e-4)
+    assert min(methods["local_reduce_mean"]["steps"]) > 0.9
+
+
+def test_ddp_averages_rank_gradients(results):
+    torch_result = results["torch"]
+    assert torch_result["replicas"] == 2
+    methods = torch_result["methods"]
+    assert max(methods["global_count"]["steps"]) < EXACT
+    assert methods["global_count"]["epoch"] < EXACT
+    assert methods["global_count"]["scales"] == pytest.approx([1.0] * 3, abs=EXACT)
+    # The per-rank mean: right for equal shards (DDP divides by 2), biased for 4 and 3 samples.
+    local = methods["local_mean"]
+    assert max(local["steps"][:2]) < EXACT and local["steps"][2] > 1e-2
+    assert local["epoch"] > 1e-2
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(timeout=0), "timeout"),
+        (dict(timeout=-1.0), "timeout"),
+        (dict(timeout=float("inf")), "timeout"),
+        (dict(timeout="60"), "timeout"),
+        (dict(timeout=True), "timeout"),
+        (dict(frameworks="torch"), "frameworks"),
+        (dict(frameworks=()), "frameworks"),
+        (dict(frameworks=("jax",)), "frameworks"),
+    ],
+)
+def test_bad_arguments_are_rejected_by_name(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        distributed.run_demos(**kwargs)
+
+
+def test_a_hanging_process_is_killed_at_the_timeout():
+    sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not finish within 0.5 s"):
+        distributed._run([sleeper, sleeper], env=None, timeout=0.5)
+    assert time.monotonic() - start < 10
+
+
+def test_a_failing_process_reports_its_error():
+    failing = [sys.executable, "-c", "raise SystemExit('no luck here')"]
+    with pytest.raises(RuntimeError, match="exit status 1:\nno luck here"):
+        distributed._run([failing], env=None, timeout=30)
+
+
+def test_the_command_line_refuses_unknown_demos():
+    result = subprocess.run([sys.executable, "-m", "companion.distributed", "jax"], capture_output=True, text=True)
+    assert result.returncode != 0 and "usage" in result.stderr
