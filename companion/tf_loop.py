@@ -24,6 +24,7 @@ import numpy as np
 from companion import _validation as check
 from companion.batching import batch_indices
 from companion.training_log import TrainingLog
+from companion.versions import require
 
 __all__ = ["train"]
 
@@ -54,6 +55,7 @@ def train(
     same initial weights. ``shuffle=True`` draws a new order every epoch from ``seed``; it
     cannot reproduce ``fit``'s own shuffling.
     """
+    require("keras")
     import keras
     import tensorflow as tf
 

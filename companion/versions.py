@@ -1,0 +1,59 @@
+"""The oldest TensorFlow, Keras and PyTorch the companion supports, checked where they are used.
+
+Colab brings its own TensorFlow and PyTorch, which the course never reinstalls, so the companion
+states what it needs and says so clearly when a version is too old, instead of failing later
+with an obscure error. ``pyproject.toml`` declares the same minimums (a test keeps them equal).
+
+>>> require("numpy")                                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+
+__all__ = ["MINIMUM_VERSIONS", "require"]
+
+# Keras 3 (not tf.keras 2): the loops use keras.config, optimizer.build and Keras 3 metrics.
+# TensorFlow 2.16 is the first release that ships Keras 3 as tf.keras.
+# PyTorch 2.2: torch.func for per-example gradients, and torch.load(weights_only=True) that
+# accepts the plain-tensor checkpoints of companion.checkpoints.
+MINIMUM_VERSIONS = {"numpy": "1.26", "keras": "3.0", "tensorflow": "2.16", "torch": "2.2"}
+
+# A package can be installed under another distribution name.
+_DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "torch": ("torch",),
+                  "keras": ("keras",), "numpy": ("numpy",)}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(2, 13, 0) from '2.13.0+cpu' or '3.0.0rc1': the numeric release part only."""
+    match = re.match(r"\d+(\.\d+)*", version)
+    if match is None:
+        raise ValueError(f"version must start with a number, got {version!r}")
+    return tuple(int(part) for part in match.group(0).split("."))
+
+
+def installed_version(package: str) -> str | None:
+    """The installed version of ``package`` (any of its distribution names), or None."""
+    if package not in _DISTRIBUTIONS:
+        raise ValueError(f"package must be one of {sorted(_DISTRIBUTIONS)}, got {package!r}")
+    for distribution in _DISTRIBUTIONS[package]:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def require(package: str, *, version: str | None = None) -> None:
+    """Raise ImportError unless ``package`` is installed at its minimum version or newer.
+
+    ``version`` overrides the installed version (for tests and diagnostics).
+    """
+    found = version if version is not None else installed_version(package)
+    minimum = MINIMUM_VERSIONS[package]
+    if found is None:
+        raise ImportError(f"{package} is not installed; the companion needs {package}>={minimum}")
+    if _release(found) < _release(minimum):
+        raise ImportError(f"{package} {found} is too old: the companion needs {package}>={minimum} "
+                          f"(upgrade it, e.g. pip install -U '{package}>={minimum}')")

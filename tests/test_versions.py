@@ -1,0 +1,56 @@
+"""The minimum framework versions: declared once in the package, equal in pyproject, enforced."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from companion import versions
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+NAMES = {"tensorflow-cpu": "tensorflow", "tensorflow": "tensorflow", "torch": "torch", "keras": "keras", "numpy": "numpy"}
+
+
+def declared_minimums() -> dict[str, str]:
+    found = {}
+    requirements = PYPROJECT["dependencies"] + [r for extra in PYPROJECT["optional-dependencies"].values() for r in extra]
+    for requirement in requirements:
+        match = re.match(r"^([A-Za-z0-9_.-]+)\s*>=\s*([0-9.]+)", requirement)
+        if match and match.group(1) in NAMES:
+            found[NAMES[match.group(1)]] = match.group(2)
+    return found
+
+
+def test_pyproject_declares_exactly_the_minimums_the_companion_enforces():
+    assert declared_minimums() == versions.MINIMUM_VERSIONS
+
+
+@pytest.mark.parametrize("package", sorted(versions.MINIMUM_VERSIONS))
+def test_installed_frameworks_meet_the_minimum(package):
+    versions.require(package)  # the pinned environment must satisfy its own minimums
+
+
+@pytest.mark.parametrize("package, old, new", [("torch", "2.1.2", "2.2.0+cpu"), ("keras", "2.15.0", "3.0.0"),
+                                               ("tensorflow", "2.15.1", "2.16.1"), ("numpy", "1.25.2", "2.0.0rc1")])
+def test_require_refuses_older_releases_only(package, old, new):
+    with pytest.raises(ImportError, match=rf"{package} {re.escape(old)} is too old"):
+        versions.require(package, version=old)
+    versions.require(package, version=new)
+
+
+def test_the_loops_check_the_version_first(monkeypatch):
+    pytest.importorskip("keras")
+    from companion import tf_loop
+
+    monkeypatch.setitem(versions.MINIMUM_VERSIONS, "keras", "99.0")
+    with pytest.raises(ImportError, match="keras .* is too old"):
+        tf_loop.train(None, [[1.0]], [[1.0]], loss=None, optimizer=None, batch_size=1, epochs=1)
+
+
+def test_unknown_package_and_bad_version_are_rejected():
+    with pytest.raises(ValueError, match="package must be one of"):
+        versions.installed_version("jax")
+    with pytest.raises(ValueError, match="version must start with a number"):
+        versions.require("torch", version="latest")
