@@ -14,11 +14,12 @@ from importlib import metadata
 
 __all__ = ["MINIMUM_VERSIONS", "require"]
 
-# Keras 3 (not tf.keras 2): the loops use keras.config, optimizer.build and Keras 3 metrics.
+# Keras 3.2: the first release whose fit() weights each batch loss by the batch size (3.0 and
+# 3.1 averaged batch means, keras-team/keras#19363), which is what companion.tf_loop reproduces.
 # TensorFlow 2.16 is the first release that ships Keras 3 as tf.keras.
 # PyTorch 2.2: torch.func for per-example gradients, and torch.load(weights_only=True) that
 # accepts the plain-tensor checkpoints of companion.checkpoints.
-MINIMUM_VERSIONS = {"numpy": "1.26", "keras": "3.0", "tensorflow": "2.16", "torch": "2.2"}
+MINIMUM_VERSIONS = {"numpy": "1.26", "keras": "3.2", "tensorflow": "2.16", "torch": "2.2"}
 
 # A package can be installed under another distribution name.
 _DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "torch": ("torch",),

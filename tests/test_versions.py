@@ -32,7 +32,7 @@ def test_installed_frameworks_meet_the_minimum(package):
     versions.require(package)  # the pinned environment must satisfy its own minimums
 
 
-@pytest.mark.parametrize("package, old, new", [("torch", "2.1.2", "2.2.0+cpu"), ("keras", "2.15.0", "3.0.0"),
+@pytest.mark.parametrize("package, old, new", [("torch", "2.1.2", "2.2.0+cpu"), ("keras", "3.1.1", "3.2.0"),
                                                ("tensorflow", "2.15.1", "2.16.1"), ("numpy", "1.25.2", "2.0.0rc1")])
 def test_require_refuses_older_releases_only(package, old, new):
     with pytest.raises(ImportError, match=rf"{package} {re.escape(old)} is too old"):
