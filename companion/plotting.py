@@ -48,3 +48,200 @@ def plot_epoch_numbers(log, key: str = "loss", *, evaluations=None, ax=None, tit
     ax.set_title(title or f"Where the logged {key} comes from")
     ax.legend(fontsize=8)
     return ax
+
+
+# --- Chapter 3: mini-batch loss vs accuracy -------------------------------------------------------
+
+from companion import _validation as _check  # noqa: E402  (the chapter 3 additions below use it)
+
+__all__ += [
+    "batch_accuracy_distribution",
+    "plot_batch_accuracy_histogram",
+    "plot_loss_and_accuracy",
+    "plot_loss_vs_margin",
+    "plot_reliability_diagram",
+]
+
+
+def batch_accuracy_distribution(accuracy: float, batch_size: int, *, population: int | None = None) -> np.ndarray:
+    """P(batch accuracy = k / batch_size) for k = 0..batch_size, for a model of accuracy ``accuracy``.
+
+    Without ``population`` each sample of the batch is right with probability ``accuracy``,
+    independently: a binomial distribution, standard deviation ``sqrt(p (1 - p) / B)``. With
+    ``population=N`` the batch is ``batch_size`` distinct samples drawn from ``N``, of which
+    ``round(accuracy * N)`` are right: a hypergeometric distribution, whose standard deviation is
+    smaller by the factor ``sqrt((N - B) / (N - 1))``.
+
+    >>> batch_accuracy_distribution(0.5, 2).tolist()
+    [0.25, 0.5, 0.25]
+    >>> batch_accuracy_distribution(0.5, 2, population=4).round(4).tolist()  # 2 right, 2 wrong
+    [0.1667, 0.6667, 0.1667]
+    """
+    import math
+    import numbers
+
+    if isinstance(accuracy, bool) or not isinstance(accuracy, numbers.Real) or not 0 <= accuracy <= 1:
+        raise ValueError(f"accuracy must be a number in [0, 1], got {accuracy!r}")
+    batch_size = _check.positive_int("batch_size", batch_size)
+    k = np.arange(batch_size + 1)
+    if population is None:
+        return np.array([math.comb(batch_size, int(i)) for i in k]) * accuracy**k * (1 - accuracy) ** (batch_size - k)
+    population = _check.positive_int("population", population)
+    if population < batch_size:
+        raise ValueError(f"population must be at least batch_size ({batch_size}), got {population}")
+    right = int(round(accuracy * population))
+    ways = [math.comb(right, int(i)) * math.comb(population - right, batch_size - int(i)) for i in k]
+    return np.array(ways, dtype=float) / math.comb(population, batch_size)
+
+
+def plot_loss_vs_margin(margins, losses, *, num_classes: int, ax=None, title: str | None = None):
+    """Per-sample cross-entropy against the margin, with its two bounds and the 0-1 error step.
+
+    ``margins`` are true-class logit minus the best other logit (:func:`companion.calibration.margins`),
+    ``losses`` the per-sample cross-entropies in nats. Every point lies between
+    ``log(1 + exp(-m))`` (one rival class, the others far below) and ``log(1 + (C - 1) exp(-m))``
+    (all ``C - 1`` rivals tied); the 0-1 error is 1 left of 0 and 0 right of it. Returns the ``Axes``.
+
+    >>> ax = plot_loss_vs_margin([2.0, -1.0], [0.2, 1.5], num_classes=10)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    margins = _check.data_array("margins", margins).astype(float)
+    losses = _check.data_array("losses", losses, length=len(margins), length_of="margins").astype(float)
+    if margins.ndim != 1 or losses.ndim != 1:
+        raise ValueError(f"margins and losses must be 1-D, got shapes {margins.shape} and {losses.shape}")
+    num_classes = _check.positive_int("num_classes", num_classes)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    reach = max(1.0, float(np.max(np.abs(margins))))
+    grid = np.linspace(-reach, reach, 400)
+    ax.plot(margins, losses, ".", color="0.55", alpha=0.6, label="one sample's cross-entropy")
+    ax.plot(grid, np.logaddexp(0.0, -grid), "-", color="C0",
+            label=r"lower bound $\log(1 + e^{-m})$: one rival class")
+    ax.plot(grid, np.logaddexp(0.0, np.log(num_classes - 1) - grid), "--", color="C0",
+            label=rf"upper bound $\log(1 + {num_classes - 1}\,e^{{-m}})$: all rivals tied")
+    ax.step([-reach, 0.0, reach], [1.0, 0.0, 0.0], where="post", color="C3", lw=2,
+            label="0-1 error (1 = wrong): what accuracy counts")
+    ax.axvline(0.0, color="0.8", lw=1, zorder=0)
+    ax.set_xlabel("margin m = true-class logit − best other logit (logit units)")
+    ax.set_ylabel("per-sample loss (nats) / 0-1 error")
+    ax.set_title(title or "Cross-entropy is a smooth function of the margin; accuracy is a step")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_batch_accuracy_histogram(batch_accuracies, *, batch_size: int, accuracy: float,
+                                  population: int | None = None, ax=None, title: str | None = None):
+    """How often each batch accuracy k / B occurred, next to the count the binomial predicts.
+
+    ``batch_accuracies`` are measured on batches of ``batch_size`` samples from a fixed model
+    whose accuracy on the whole set is ``accuracy``; with ``population`` the prediction is the
+    exact hypergeometric one for batches of distinct samples (see
+    :func:`batch_accuracy_distribution`). Returns the ``Axes``.
+
+    >>> ax = plot_batch_accuracy_histogram([0.75, 1.0, 0.75], batch_size=4, accuracy=0.8)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    values = _check.data_array("batch_accuracies", batch_accuracies).astype(float)
+    batch_size = _check.positive_int("batch_size", batch_size)
+    hits = values * batch_size
+    if values.ndim != 1 or np.any(np.abs(hits - np.round(hits)) > 1e-6) or np.any((values < 0) | (values > 1)):
+        raise ValueError(f"batch_accuracies must be a 1-D array of fractions k / batch_size "
+                         f"(batch_size={batch_size}), got shape {values.shape} with values such as {values[:3]}")
+    expected = batch_accuracy_distribution(accuracy, batch_size, population=population) * len(values)
+    observed = np.bincount(np.round(hits).astype(int), minlength=batch_size + 1)
+    fractions = np.arange(batch_size + 1) / batch_size
+    sigma = np.sqrt(accuracy * (1 - accuracy) / batch_size)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(fractions, observed, width=0.8 / batch_size, color="0.7", label=f"measured ({len(values)} batches)")
+    kind = "hypergeometric" if population is not None else "binomial"
+    ax.plot(fractions, expected, "o-", color="C0", ms=4, label=f"{kind} prediction, p = {accuracy:.4f}, B = {batch_size}")
+    for side in (-1, 1):
+        ax.axvline(accuracy + side * sigma, color="C3", ls=":", label=r"$p \pm \sqrt{p(1-p)/B}$" if side < 0 else None)
+    shown = expected >= 0.05  # outcomes expected at least once in twenty such runs
+    low, high = fractions[shown].min(), fractions[shown].max()
+    ax.set_xlim(min(low, values.min()) - 1.0 / batch_size, max(high, values.max()) + 1.0 / batch_size)
+    ax.set_xlabel(f"batch accuracy (fraction of the {batch_size} samples classified correctly)")
+    ax.set_ylabel("number of batches")
+    ax.set_title(title or "Batch accuracies of one fixed model scatter as the binomial predicts")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_loss_and_accuracy(loss, accuracy, *, mark_epoch: int | None = None, ax=None, title: str | None = None,
+                           loss_label: str = "validation loss", accuracy_label: str = "validation accuracy"):
+    """A loss curve (left axis) and an accuracy curve (right axis) over epochs.
+
+    ``mark_epoch`` (0-based) draws a vertical line, e.g. at the epoch of lowest loss. Returns the
+    left ``Axes``; the right one is ``ax.right_axis``.
+
+    >>> ax = plot_loss_and_accuracy([0.5, 0.4, 0.45], [0.8, 0.85, 0.86], mark_epoch=1)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    loss = _check.data_array("loss", loss).astype(float)
+    accuracy = _check.data_array("accuracy", accuracy, length=len(loss), length_of="loss").astype(float)
+    if loss.ndim != 1 or accuracy.ndim != 1:
+        raise ValueError(f"loss and accuracy must be 1-D, one value per epoch, got shapes {loss.shape} and {accuracy.shape}")
+    if mark_epoch is not None:
+        mark_epoch = _check.non_negative_int("mark_epoch", mark_epoch)
+        if mark_epoch >= len(loss):
+            raise ValueError(f"mark_epoch must be below the number of epochs ({len(loss)}), got {mark_epoch}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    epochs = np.arange(1, len(loss) + 1)
+    right = ax.twinx()
+    ax.plot(epochs, loss, "-", color="C0", label=loss_label)
+    right.plot(epochs, accuracy, "-", color="C1", label=accuracy_label)
+    if mark_epoch is not None:
+        ax.axvline(mark_epoch + 1, color="0.5", ls=":", label=f"lowest {loss_label} (epoch {mark_epoch + 1})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{loss_label} (nats per sample)", color="C0")
+    right.set_ylabel(f"{accuracy_label} (fraction correct)", color="C1")
+    ax.set_title(title or f"{loss_label.capitalize()} and {accuracy_label} over training")
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="center right")
+    ax.right_axis = right
+    return ax
+
+
+def plot_reliability_diagram(diagram, *, ax=None, title: str | None = None, label: str = "accuracy in bin"):
+    """Bars of per-bin accuracy against confidence, the diagonal of perfect calibration, and the ECE.
+
+    ``diagram`` is a :class:`companion.calibration.ReliabilityDiagram`. Bars below the diagonal
+    are bins where the model is over-confident; each bar is labelled with its sample count.
+    Returns the ``Axes``.
+
+    >>> from companion.calibration import reliability_diagram
+    >>> diagram = reliability_diagram([0, 1], [[0.9, 0.1], [0.8, 0.2]])
+    >>> ax = plot_reliability_diagram(diagram)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    needed = ("bin_edges", "confidence", "accuracy", "count", "ece")
+    if not all(hasattr(diagram, name) for name in needed):
+        raise TypeError(f"diagram must be a companion.calibration.ReliabilityDiagram, got {type(diagram).__name__}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5))
+    edges = np.asarray(diagram.bin_edges)
+    centers, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    filled = np.asarray(diagram.count) > 0
+    ax.bar(centers[filled], np.asarray(diagram.accuracy)[filled], width=widths[filled] * 0.9, color="C0",
+           alpha=0.8, label=label)
+    ax.plot(np.asarray(diagram.confidence)[filled], np.asarray(diagram.accuracy)[filled], "o", color="C3", ms=4,
+            label="(mean confidence, accuracy) of the bin")
+    ax.plot([0, 1], [0, 1], "--", color="0.4", label="perfect calibration")
+    for x, y, n in zip(centers[filled], np.asarray(diagram.accuracy)[filled], np.asarray(diagram.count)[filled]):
+        ax.annotate(str(int(n)), (x, y), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel(f"confidence: top-class probability (bins of width {widths[0]:.2g})")
+    ax.set_ylabel("accuracy in the bin (fraction correct)")
+    ax.set_title(title or f"Reliability diagram, ECE = {diagram.ece:.4f}")
+    ax.legend(fontsize=8, loc="upper left")
+    return ax

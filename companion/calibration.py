@@ -1,0 +1,178 @@
+"""How confident a classifier is, and whether its confidence can be trusted.
+
+Accuracy looks at one bit per sample (is the top class the true one?); the cross-entropy loss
+looks at how much probability the true class got. Three tools connect the two:
+
+* :func:`margins`: the true class's score minus the best other score. A sample counts as
+  correct exactly when its margin is positive, and its cross-entropy is a smooth, decreasing
+  function of the margin, between ``log(1 + exp(-m))`` and ``log(1 + (C - 1) exp(-m))``.
+* :func:`cross_entropy`: the per-sample cross-entropy of logits, in NumPy (the number that
+  ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)`` and
+  ``torch.nn.CrossEntropyLoss`` average).
+* :func:`reliability_diagram` and :func:`expected_calibration_error`: group the samples by
+  confidence (the top-class probability) into equal-width bins and compare, bin by bin, the
+  mean confidence with the fraction that is correct. A calibrated model that says "90 %" is
+  right 90 % of the time.
+
+>>> import numpy as np
+>>> probabilities = np.array([[0.9, 0.1], [0.7, 0.3], [0.35, 0.65], [0.25, 0.75]])
+>>> labels = np.array([0, 1, 1, 0])
+>>> diagram = reliability_diagram(labels, probabilities, num_bins=5)
+>>> diagram.count.tolist(), diagram.accuracy[3:].tolist()
+([0, 0, 0, 3, 1], [0.3333333333333333, 1.0])
+>>> round(expected_calibration_error(labels, probabilities, num_bins=5), 4)  # (3 * |0.7 - 1/3| + 1 * |0.9 - 1|) / 4
+0.3
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from companion import _validation as check
+from companion.metrics import _class_indices
+
+__all__ = [
+    "ReliabilityDiagram",
+    "cross_entropy",
+    "expected_calibration_error",
+    "margins",
+    "reliability_diagram",
+]
+
+# float32 softmax rows sum to 1 within a few 1e-7; logits almost never do.
+_ROW_SUM_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ReliabilityDiagram:
+    """Per-bin mean confidence, accuracy and sample count over equal-width confidence bins.
+
+    Bin ``b`` holds the samples whose confidence lies in ``(bin_edges[b], bin_edges[b + 1]]``
+    (the first bin includes 0). ``confidence`` and ``accuracy`` are NaN in empty bins.
+
+    >>> d = reliability_diagram([0, 1], [[0.7, 0.3], [0.55, 0.45]], num_bins=2)
+    >>> d.bin_edges.tolist(), d.count.tolist(), d.confidence.tolist(), d.accuracy.tolist()
+    ([0.0, 0.5, 1.0], [0, 2], [nan, 0.625], [nan, 0.5])
+    """
+
+    bin_edges: np.ndarray
+    confidence: np.ndarray
+    accuracy: np.ndarray
+    count: np.ndarray
+
+    @property
+    def num_samples(self) -> int:
+        """How many samples were binned."""
+        return int(self.count.sum())
+
+    @property
+    def gap(self) -> np.ndarray:
+        """``confidence - accuracy`` per bin: positive where the model is over-confident."""
+        return self.confidence - self.accuracy
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error: the count-weighted mean of ``|confidence - accuracy|``."""
+        filled = self.count > 0
+        return float(np.sum(self.count[filled] * np.abs(self.gap[filled])) / self.num_samples)
+
+
+def margins(y_true, scores) -> np.ndarray:
+    """The true class's score minus the highest score of any other class, per sample.
+
+    ``scores`` are logits or probabilities of shape (N, C), C >= 2. A positive margin means the
+    sample is classified correctly, a negative one that it is not; 0 is a tie (``argmax``
+    then picks the lower class index).
+
+    >>> margins([0, 2], [[2.0, 0.5, 1.0], [0.0, 3.0, 1.0]]).tolist()
+    [1.0, -2.0]
+    """
+    labels, values = _labels_and_scores(y_true, scores, "scores")
+    rows = np.arange(len(labels))
+    true_score = values[rows, labels]
+    others = values.copy()
+    others[rows, labels] = -np.inf
+    return true_score - others.max(axis=1)
+
+
+def cross_entropy(y_true, logits) -> np.ndarray:
+    """Per-sample cross-entropy of softmax(``logits``) with the true class, in nats (float64).
+
+    Computed as ``logsumexp(z) - z[y]``, which stays finite for any finite logits.
+
+    >>> cross_entropy([0, 1], [[0.0, 0.0], [0.0, 0.0]]).round(4).tolist()  # ln 2 each
+    [0.6931, 0.6931]
+    """
+    labels, values = _labels_and_scores(y_true, logits, "logits")
+    top = values.max(axis=1, keepdims=True)
+    log_sum = np.log(np.sum(np.exp(values - top), axis=1)) + top[:, 0]
+    return log_sum - values[np.arange(len(labels)), labels]
+
+
+def reliability_diagram(y_true, probabilities, *, num_bins: int = 10) -> ReliabilityDiagram:
+    """Bin the samples by confidence and measure each bin's mean confidence and accuracy.
+
+    ``probabilities`` has shape (N, C) and rows that sum to 1 (apply a softmax to logits
+    first); a sample's confidence is its largest probability, its prediction that class.
+
+    >>> d = reliability_diagram([1, 1, 0], [[0.2, 0.8], [0.1, 0.9], [0.15, 0.85]], num_bins=10)
+    >>> d.count[7:].tolist(), d.accuracy[7:].tolist()  # 0.8 is in (0.7, 0.8]; 0.85 and 0.9 in (0.8, 0.9]
+    ([1, 2, 0], [1.0, 0.5, nan])
+    """
+    num_bins = check.positive_int("num_bins", num_bins)
+    labels, values = _labels_and_scores(y_true, probabilities, "probabilities")
+    if np.any(values < 0) or np.any(values > 1):
+        raise ValueError(
+            f"probabilities must lie in [0, 1], got values from {values.min():.4g} to "
+            f"{values.max():.4g}; for logits, apply a softmax first"
+        )
+    sums = values.sum(axis=1)
+    worst = float(np.max(np.abs(sums - 1)))
+    if worst > _ROW_SUM_TOLERANCE:
+        raise ValueError(
+            f"probabilities must have rows that sum to 1, got a row summing to "
+            f"{sums[np.argmax(np.abs(sums - 1))]:.6g}; for logits, apply a softmax first"
+        )
+    confidence = values.max(axis=1)
+    # A stable argmax (first on a tie), the prediction every framework's accuracy makes.
+    correct = values.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    # side="left" puts a confidence equal to an edge into the bin that edge closes: (lo, hi].
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, num_bins - 1)
+    count = np.bincount(which, minlength=num_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_confidence = np.bincount(which, weights=confidence, minlength=num_bins) / count
+        accuracy = np.bincount(which, weights=correct.astype(np.float64), minlength=num_bins) / count
+    return ReliabilityDiagram(edges, mean_confidence, accuracy, count.astype(np.int64))
+
+
+def expected_calibration_error(y_true, probabilities, *, num_bins: int = 10) -> float:
+    """ECE: the mean over samples of |bin confidence - bin accuracy| for each sample's bin.
+
+    0 for a perfectly calibrated model; equal-width bins, as :func:`reliability_diagram`.
+
+    >>> round(expected_calibration_error([0, 0], [[0.9, 0.1], [0.9, 0.1]]), 4)  # 90 % sure, always right
+    0.1
+    """
+    return reliability_diagram(y_true, probabilities, num_bins=num_bins).ece
+
+
+def _labels_and_scores(y_true, scores, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Class indices (N,) and float64 scores (N, C) with one row per label, or a clear error."""
+    if isinstance(scores, numbers.Number):
+        raise ValueError(f"{name} must have shape (N, C), got a scalar {scores!r}")
+    values = check.data_array(name, scores).astype(np.float64)
+    if values.ndim != 2 or values.shape[1] < 2:
+        raise ValueError(
+            f"{name} must have shape (N, C) with C >= 2 classes, got shape {values.shape}"
+        )
+    labels = _class_indices(check.data_array("y_true", y_true, length=len(values), length_of=name))
+    if np.any(labels >= values.shape[1]):
+        raise ValueError(
+            f"y_true holds class {int(labels.max())} but {name} has {values.shape[1]} classes "
+            f"(shape {values.shape})"
+        )
+    return labels, values

@@ -1,0 +1,279 @@
+"""Tests of companion.calibration and companion.digits: hand-computed cases, agreement with Keras
+and PyTorch where both compute the same thing, and clear errors for bad input.
+
+The frameworks are imported lazily (fixtures), so the NumPy tests run without them.
+"""
+
+from __future__ import annotations
+
+import doctest
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import companion.calibration
+import companion.digits
+from companion.calibration import (ReliabilityDiagram, cross_entropy, expected_calibration_error, margins,
+                                   reliability_diagram)
+from companion.digits import NUM_CLASSES, NUM_PIXELS, load_digits_split
+from companion.metrics import Accuracy
+
+FAST = settings(max_examples=50, deadline=None)
+
+
+@pytest.fixture(scope="module")
+def keras():
+    return pytest.importorskip("keras")
+
+
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch")
+
+
+def softmax(z):
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@st.composite
+def labelled_logits(draw, max_samples=40, max_classes=6):
+    """(labels, logits) with 1..max_samples samples and 2..max_classes classes."""
+    n = draw(st.integers(1, max_samples))
+    c = draw(st.integers(2, max_classes))
+    logits = draw(arrays(np.float64, (n, c), elements=st.floats(-8, 8)))
+    labels = draw(arrays(np.int64, n, elements=st.integers(0, c - 1)))
+    return labels, logits
+
+
+def test_doctests():
+    for module in (companion.calibration, companion.digits):
+        failures, tried = doctest.testmod(module, raise_on_error=False)
+        assert tried > 0 and failures == 0, module.__name__
+
+
+# ---------------------------------------------------------------- margins and cross-entropy
+
+
+def test_margins_by_hand():
+    scores = [[2.0, 0.5, 1.0], [0.0, 3.0, 1.0], [1.0, 1.0, 0.0]]
+    np.testing.assert_array_equal(margins([0, 2, 1], scores), [1.0, -2.0, 0.0])
+
+
+@FAST
+@given(labelled_logits())
+def test_a_positive_margin_is_exactly_a_correct_prediction(case):
+    labels, logits = case
+    m = margins(labels, logits)
+    accuracy = Accuracy()
+    accuracy.update(labels, logits)
+    untied = m != 0  # a tie goes to the lower class index, whatever the margin says
+    assert np.sum((m > 0)) <= accuracy.total <= np.sum(m >= 0)
+    np.testing.assert_array_equal((m > 0)[untied], (logits.argmax(axis=1) == labels)[untied])
+
+
+def test_cross_entropy_by_hand():
+    np.testing.assert_allclose(cross_entropy([0, 1], [[0.0, 0.0], [0.0, math.log(3.0)]]),
+                               [math.log(2.0), math.log(4.0 / 3.0)], rtol=1e-12)
+
+
+def test_cross_entropy_stays_finite_for_huge_logits():
+    values = cross_entropy([0, 1], [[1000.0, -1000.0], [1000.0, -1000.0]])
+    np.testing.assert_allclose(values, [0.0, 2000.0])
+
+
+@FAST
+@given(labelled_logits())
+def test_cross_entropy_lies_between_the_margin_bounds(case):
+    labels, logits = case
+    m, loss = margins(labels, logits), cross_entropy(labels, logits)
+    c = logits.shape[1]
+    assert np.all(loss >= np.logaddexp(0.0, -m) - 1e-12)
+    assert np.all(loss <= np.logaddexp(0.0, math.log(c - 1) - m) + 1e-12)
+
+
+def test_cross_entropy_matches_keras_and_torch(keras, torch):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(50, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, size=50)
+    ours = cross_entropy(labels, logits)
+    keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)(labels, logits)
+    torch_loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels), reduction="none")
+    np.testing.assert_allclose(ours, np.asarray(keras_loss), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours, torch_loss.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_framework_tensors_are_accepted(torch):
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    np.testing.assert_allclose(margins(torch.tensor([0, 0]), logits), [2.0, -1.0])
+
+
+# ---------------------------------------------------------------- reliability diagram and ECE
+
+
+def test_reliability_diagram_by_hand():
+    probabilities = [[0.9, 0.1], [0.7, 0.3], [0.35, 0.65], [0.25, 0.75]]
+    d = reliability_diagram([0, 1, 1, 0], probabilities, num_bins=5)
+    assert isinstance(d, ReliabilityDiagram)
+    np.testing.assert_allclose(d.bin_edges, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    np.testing.assert_array_equal(d.count, [0, 0, 0, 3, 1])
+    np.testing.assert_allclose(d.confidence[3:], [0.7, 0.9])
+    np.testing.assert_allclose(d.accuracy[3:], [1 / 3, 1.0])
+    assert np.all(np.isnan(d.confidence[:3])) and np.all(np.isnan(d.accuracy[:3]))
+    np.testing.assert_allclose(d.gap[3:], [0.7 - 1 / 3, -0.1])
+    assert d.num_samples == 4
+    # |0.7 - 1/3| for three samples and |0.9 - 1| for one
+    assert d.ece == pytest.approx((3 * (0.7 - 1 / 3) + 0.1) / 4)
+
+
+def test_bins_are_closed_on_the_right():
+    # A confidence on an edge goes to the bin that edge closes: 0.5 to (0.4, 0.5], 0.4 to
+    # (0.3, 0.4] with 0.34; 1.0 to the last bin. Nothing falls out.
+    probabilities = [[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.3, 0.3, 0.4], [0.34, 0.33, 0.33]]
+    d = reliability_diagram([0, 0, 2, 0], probabilities, num_bins=10)
+    assert d.count.sum() == 4
+    assert d.count[4] == 1 and d.count[9] == 1 and d.count[3] == 2
+
+
+def test_ties_count_as_the_lower_class_as_argmax_does():
+    d = reliability_diagram([1, 0], [[0.5, 0.5], [0.5, 0.5]], num_bins=2)
+    assert d.accuracy[0] == 0.5
+
+
+def test_a_calibrated_model_has_zero_ece():
+    # Ten samples at confidence 0.8, eight of them right: the bin's accuracy is its confidence.
+    probabilities = np.tile([0.8, 0.2], (10, 1))
+    labels = np.array([0] * 8 + [1] * 2)
+    assert expected_calibration_error(labels, probabilities) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_an_always_right_model_at_confidence_c_has_ece_one_minus_c():
+    probabilities = np.tile([0.6, 0.3, 0.1], (7, 1))
+    assert expected_calibration_error(np.zeros(7, dtype=int), probabilities) == pytest.approx(0.4)
+
+
+@FAST
+@given(labelled_logits(), st.integers(1, 20))
+def test_ece_is_the_sample_mean_of_each_samples_bin_gap(case, num_bins):
+    labels, logits = case
+    probabilities = softmax(logits)
+    d = reliability_diagram(labels, probabilities, num_bins=num_bins)
+    assert d.count.sum() == len(labels)
+    confidence = probabilities.max(axis=1)
+    which = np.array([np.flatnonzero((d.bin_edges[:-1] < c) & (c <= d.bin_edges[1:]))[0] if c > 0 else 0
+                      for c in confidence])
+    expected = np.mean(np.abs(d.gap[which]))
+    assert d.ece == pytest.approx(expected, abs=1e-12)
+    assert 0.0 <= d.ece <= 1.0
+    overall = np.nansum(d.accuracy * d.count) / d.count.sum()
+    assert overall == pytest.approx(np.mean(probabilities.argmax(axis=1) == labels))
+
+
+def test_per_bin_numbers_match_keras_metrics(keras):
+    rng = np.random.default_rng(1)
+    probabilities = softmax(rng.normal(scale=2.0, size=(200, 4))).astype(np.float32)
+    labels = rng.integers(0, 4, size=200)
+    d = reliability_diagram(labels, probabilities, num_bins=5)
+    confidence = probabilities.max(axis=1)
+    for b in np.flatnonzero(d.count):
+        in_bin = ((d.bin_edges[b] < confidence) & (confidence <= d.bin_edges[b + 1])).astype(np.float32)
+        accuracy = keras.metrics.SparseCategoricalAccuracy()
+        accuracy.update_state(labels, probabilities, sample_weight=in_bin)
+        mean_confidence = keras.metrics.Mean()
+        mean_confidence.update_state(confidence, sample_weight=in_bin)
+        assert d.accuracy[b] == pytest.approx(float(accuracy.result()), rel=1e-6)
+        assert d.confidence[b] == pytest.approx(float(mean_confidence.result()), rel=1e-6)
+    total = keras.metrics.SparseCategoricalAccuracy()
+    total.update_state(labels, probabilities)
+    assert np.nansum(d.accuracy * d.count) / d.num_samples == pytest.approx(float(total.result()), rel=1e-6)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("function", [margins, cross_entropy, reliability_diagram, expected_calibration_error])
+@pytest.mark.parametrize(
+    "labels, scores, error, words",
+    [
+        ([0, 1], [0.3, 0.7], ValueError, "shape (N, C)"),
+        ([0, 1], [[1.0], [1.0]], ValueError, "C >= 2"),
+        ([0, 1, 1], [[0.5, 0.5], [0.5, 0.5]], ValueError, "one row per sample"),
+        ([0, 2], [[0.5, 0.5], [0.5, 0.5]], ValueError, "class 2"),
+        ([0, -1], [[0.5, 0.5], [0.5, 0.5]], ValueError, "class indices"),
+        ([[1, 0], [0, 1]], [[0.5, 0.5], [0.5, 0.5]], ValueError, "one-hot"),
+        ([0, 1], [[np.nan, 0.5], [0.5, 0.5]], ValueError, "finite"),
+        ([0, 1], [["a", "b"], ["c", "d"]], TypeError, "numbers"),
+        ([0, 1], 0.5, ValueError, "scalar"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(function, labels, scores, error, words):
+    with pytest.raises(error, match=f"(?i){words.replace('(', '[(]').replace(')', '[)]')}"):
+        function(labels, scores)
+
+
+@pytest.mark.parametrize("probabilities, words", [
+    ([[2.0, -1.0], [0.5, 0.5]], "lie in \\[0, 1\\].*softmax"),
+    ([[0.6, 0.6], [0.5, 0.5]], "sum to 1.*softmax"),
+])
+def test_logits_are_not_taken_for_probabilities(probabilities, words):
+    with pytest.raises(ValueError, match=words):
+        reliability_diagram([0, 1], probabilities)
+
+
+@pytest.mark.parametrize("num_bins, error", [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError)])
+def test_num_bins_must_be_a_positive_int(num_bins, error):
+    with pytest.raises(error, match="num_bins"):
+        expected_calibration_error([0], [[0.6, 0.4]], num_bins=num_bins)
+
+
+# ---------------------------------------------------------------- the digits
+
+
+def test_digits_split_shapes_dtypes_and_range():
+    x_train, y_train, x_val, y_val = load_digits_split()
+    assert x_train.shape == (1348, NUM_PIXELS) and x_val.shape == (449, NUM_PIXELS)
+    assert x_train.dtype == x_val.dtype == np.float32 and y_train.dtype == y_val.dtype == np.int64
+    assert x_train.min() == 0.0 and x_train.max() == 1.0 and x_val.max() <= 1.0
+    assert set(np.unique(y_train)) == set(np.unique(y_val)) == set(range(NUM_CLASSES))
+
+
+def test_digits_split_is_a_fixed_partition_of_all_images():
+    from sklearn.datasets import load_digits
+
+    images, labels = load_digits(return_X_y=True)
+    split = load_digits_split(validation_fraction=0.3, seed=5)
+    together = np.concatenate([split.x_train, split.x_val]) * 16
+    assert len(together) == len(images)
+    # Every image appears exactly once (rows compared as bytes, with their labels).
+    ours = sorted(row.tobytes() + bytes([int(y)]) for row, y in
+                  zip(together.astype(np.int64), np.concatenate([split.y_train, split.y_val])))
+    theirs = sorted(row.tobytes() + bytes([int(y)]) for row, y in zip(images.astype(np.int64), labels))
+    assert ours == theirs
+    again = load_digits_split(validation_fraction=0.3, seed=5)
+    assert all(np.array_equal(a, b) for a, b in zip(split, again))
+    other = load_digits_split(validation_fraction=0.3, seed=6)
+    assert not np.array_equal(split.y_val, other.y_val)
+
+
+@pytest.mark.parametrize("fraction, expected_val", [(0.25, 449), (0.5, 898), (1e-9, 1), (1 - 1e-9, 1796)])
+def test_validation_fraction_sets_the_size(fraction, expected_val):
+    split = load_digits_split(validation_fraction=fraction)
+    assert len(split.x_val) == expected_val and len(split.x_train) == 1797 - expected_val
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"validation_fraction": 0}, ValueError, "validation_fraction"),
+    ({"validation_fraction": 1.0}, ValueError, "validation_fraction"),
+    ({"validation_fraction": "0.2"}, TypeError, "validation_fraction"),
+    ({"validation_fraction": True}, TypeError, "validation_fraction"),
+    ({"seed": -1}, ValueError, "seed"),
+    ({"seed": 1.5}, TypeError, "seed"),
+])
+def test_digits_bad_arguments(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        load_digits_split(**kwargs)
