@@ -173,11 +173,13 @@ def plot_batch_accuracy_histogram(batch_accuracies, *, batch_size: int, accuracy
 
 
 def plot_loss_and_accuracy(loss, accuracy, *, mark_epoch: int | None = None, ax=None, title: str | None = None,
-                           loss_label: str = "validation loss", accuracy_label: str = "validation accuracy"):
+                           loss_label: str = "validation loss", accuracy_label: str = "validation accuracy",
+                           legend_loc: str = "center right"):
     """A loss curve (left axis) and an accuracy curve (right axis) over epochs.
 
-    ``mark_epoch`` (0-based) draws a vertical line, e.g. at the epoch of lowest loss. Returns the
-    left ``Axes``; the right one is ``ax.right_axis``.
+    ``mark_epoch`` (0-based) draws a vertical line, e.g. at the epoch of lowest loss;
+    ``legend_loc`` is a matplotlib legend location. Returns the left ``Axes``; the right one is
+    ``ax.right_axis``.
 
     >>> ax = plot_loss_and_accuracy([0.5, 0.4, 0.45], [0.8, 0.85, 0.86], mark_epoch=1)  # doctest: +SKIP
     """
@@ -205,7 +207,7 @@ def plot_loss_and_accuracy(loss, accuracy, *, mark_epoch: int | None = None, ax=
     ax.set_title(title or f"{loss_label.capitalize()} and {accuracy_label} over training")
     lines = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="center right")
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc=legend_loc)
     ax.right_axis = right
     return ax
 
