@@ -21,7 +21,8 @@ along ``dw_ref`` (1.0 when right); and after a whole epoch, ``"epoch"``, the rel
 the distance travelled.
 
 Each demo runs in fresh subprocesses (TensorFlow fixes its devices when it first uses them;
-DDP needs one process per rank) with a timeout, and returns plain numbers:
+DDP needs one process per rank) with a timeout, and returns plain numbers. :func:`start_demos`
+starts both in the background, :func:`run_demos` waits for them too:
 
 >>> result = run_torch_ddp_demo()                               # doctest: +SKIP
 >>> result["methods"]["global_count"]["epoch"] < 1e-5
@@ -41,7 +42,7 @@ import numpy as np
 
 from companion import _validation as check
 
-__all__ = ["run_demos", "run_tf_mirrored_demo", "run_torch_ddp_demo", "shard_sizes"]
+__all__ = ["DemoRun", "run_demos", "start_demos", "run_tf_mirrored_demo", "run_torch_ddp_demo", "shard_sizes"]
 
 SAMPLES, FEATURES, HIDDEN = 23, 3, 4
 GLOBAL_BATCH, REPLICAS, LEARNING_RATE = 8, 2, 0.1
@@ -84,15 +85,25 @@ def run_torch_ddp_demo(*, timeout: float = 120.0) -> dict:
 
 
 def run_demos(*, timeout: float = 120.0, frameworks=("tensorflow", "torch")) -> dict:
-    """Run the demos of ``frameworks`` at the same time; ``{framework: result}``.
-
-    Most of each demo's time is spent importing its framework, so running them side by side
-    roughly halves the wait on two cores.
+    """Run the demos of ``frameworks`` side by side and wait for them: ``{framework: result}``.
 
     >>> sorted(run_demos())                                         # doctest: +SKIP
     ['tensorflow', 'torch']
     """
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 or timeout == np.inf:
+    return start_demos(timeout=timeout, frameworks=frameworks).result()
+
+
+def start_demos(*, timeout: float = 120.0, frameworks=("tensorflow", "torch")) -> DemoRun:
+    """Start the demos of ``frameworks`` in the background; ``.result()`` waits for them.
+
+    Most of a demo's time goes into starting its framework, so a notebook can start the demos
+    early and read on while they run. ``timeout`` counts from the start.
+
+    >>> running = start_demos()                                     # doctest: +SKIP
+    >>> sorted(running.result())
+    ['tensorflow', 'torch']
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < np.inf:
         raise ValueError(f"timeout must be a positive, finite number of seconds, got {timeout!r}")
     if isinstance(frameworks, str) or not set(frameworks) or not set(frameworks) <= {"tensorflow", "torch"}:
         raise ValueError(f"frameworks must be a non-empty sequence of 'tensorflow' and 'torch', got {frameworks!r}")
@@ -105,11 +116,27 @@ def run_demos(*, timeout: float = 120.0, frameworks=("tensorflow", "torch")) -> 
     module = [sys.executable, "-m", "companion.distributed"]
     commands = {"tensorflow": [module + ["tf"]],
                 "torch": [module + ["torch", str(rank), str(REPLICAS)] for rank in range(REPLICAS)]}
-    chosen = [name for name in ("tensorflow", "torch") if name in frameworks]
-    outputs = _run([command for name in chosen for command in commands[name]], env, float(timeout))
-    # The first process of each demo (TensorFlow's only one, PyTorch's rank 0) prints the result.
-    firsts = np.cumsum([0] + [len(commands[name]) for name in chosen])[:-1]
-    return {name: _parse(*outputs[first], name) for name, first in zip(chosen, firsts)}
+    chosen = {name: commands[name] for name in ("tensorflow", "torch") if name in frameworks}
+    return DemoRun(chosen, env, float(timeout))
+
+
+class DemoRun:
+    """Demo processes running in the background (see :func:`start_demos`)."""
+
+    def __init__(self, commands: dict[str, list[list[str]]], env: dict, timeout: float):
+        self._names = list(commands)
+        self._counts = [len(c) for c in commands.values()]
+        self._processes = _Processes([c for group in commands.values() for c in group], env, timeout)
+        self._result = None
+
+    def result(self) -> dict:
+        """Wait for the demos (until the timeout) and return ``{framework: result}``."""
+        if self._result is None:
+            outputs = self._processes.wait()
+            # The first process of each demo (TensorFlow's only one, PyTorch's rank 0) prints it.
+            firsts = np.cumsum([0] + self._counts)[:-1]
+            self._result = {name: _parse(*outputs[first], name) for name, first in zip(self._names, firsts)}
+        return self._result
 
 
 # --- the parent's side: processes, timeouts, results ---------------------------------------
@@ -121,31 +148,40 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _run(commands: list[list[str]], env: dict, timeout: float) -> list[tuple[str, str]]:
-    """Start every command at once; wait for all, killing all of them on timeout or failure."""
-    processes = [
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for command in commands
-    ]
-    deadline = time.monotonic() + timeout
-    outputs = []
-    try:
-        for process, command in zip(processes, commands):
-            try:
-                out, err = process.communicate(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(f"{' '.join(command[2:])} did not finish within {timeout:g} s") from None
-            if process.returncode != 0:
-                raise RuntimeError(
-                    f"{' '.join(command[2:])} failed with exit status {process.returncode}:\n{err[-2000:]}"
-                )
-            outputs.append((out, err))
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    return outputs
+class _Processes:
+    """Commands started at once; ``wait()`` collects them, killing all on timeout or failure."""
+
+    def __init__(self, commands: list[list[str]], env: dict | None, timeout: float):
+        self.commands, self.timeout = commands, timeout
+        self.deadline = time.monotonic() + timeout
+        self.processes = [
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for command in commands
+        ]
+
+    def wait(self) -> list[tuple[str, str]]:
+        outputs = []
+        try:
+            for process, command in zip(self.processes, self.commands):
+                name = " ".join(command[2:])
+                try:
+                    out, err = process.communicate(timeout=max(0.1, self.deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    raise RuntimeError(f"{name} did not finish within {self.timeout:g} s") from None
+                if process.returncode != 0:
+                    raise RuntimeError(f"{name} failed with exit status {process.returncode}:\n{err[-2000:]}")
+                outputs.append((out, err))
+        finally:
+            for process in self.processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.communicate()
+        return outputs
+
+
+def _run(commands: list[list[str]], env: dict | None, timeout: float) -> list[tuple[str, str]]:
+    """Run every command at once and return their (stdout, stderr), or raise RuntimeError."""
+    return _Processes(commands, env, timeout).wait()
 
 
 def _parse(out: str, err: str, name: str) -> dict:
@@ -236,6 +272,7 @@ def _tf_child() -> dict:
     single = models.keras_mlp(FEATURES, hidden=(HIDDEN,), seed=0)
     single_optimizer = keras.optimizers.SGD(LEARNING_RATE)
 
+    # The steps run eagerly: a handful of tiny steps take less time than tracing them would.
     def replica_step(method, x_shard, y_shard, global_size):
         with tf.GradientTape() as tape:
             prediction = model(x_shard, training=True)
@@ -249,13 +286,6 @@ def _tf_child() -> dict:
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
 
-    distributed = {
-        method: tf.function(lambda xs, ys, n, method=method: strategy.run(replica_step, args=(method, xs, ys, n)),
-                            reduce_retracing=True)
-        for method in TF_METHODS
-    }
-
-    @tf.function(reduce_retracing=True)
     def single_step(x_batch, y_batch):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(single(x_batch, training=True) - y_batch))
@@ -275,7 +305,7 @@ def _tf_child() -> dict:
             return tf.constant(x[own]), tf.constant(y[own])
 
         x_shards, y_shards = strategy.experimental_distribute_values_from_function(shard)
-        distributed[method](x_shards, y_shards, tf.constant(len(idx)))
+        strategy.run(replica_step, args=(method, x_shards, y_shards, len(idx)))
 
     methods = _scores(TF_METHODS, train_step, model.get_weights, model.set_weights)
     return {"replicas": strategy.num_replicas_in_sync, "shard_sizes": shard_sizes(), "methods": methods}

@@ -18,11 +18,22 @@ EXACT = 1e-5  # float32 rounding of a few small updates
 
 
 @pytest.fixture(scope="module")
-def results():
+def running():
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("this PyTorch build has no gloo backend")
-    # Both demos at once: each mostly waits on its framework's import.
-    return distributed.run_demos(timeout=240)
+    # Both demos at once, in the background: each mostly waits on its framework's import.
+    return distributed.start_demos(timeout=240)
+
+
+@pytest.fixture(scope="module")
+def results(running):
+    return running.result()
+
+
+def test_the_result_is_read_once_and_kept(running, results):
+    assert running.result() is results
+    assert sorted(results) == ["tensorflow", "torch"]
+    assert all(p.poll() == 0 for p in running._processes.processes), "every process exited cleanly"
 
 
 def test_shards_are_contiguous_halves_with_an_uneven_last_step():
