@@ -23,13 +23,13 @@ The codes, in the order the checks run:
     the data or the metric are float16, and squared errors below 2**-25 (about 3e-8) become 0
     there, so the MSE computed in float16 is far below the true one.
 ``INTEGER_VALUES``
-    the targets have an integer dtype, or the predictions hold only whole numbers: a cast or a
-    rounding truncated them.
+    the targets or predictions have an integer dtype, or the predictions are several whole
+    numbers and nothing else: a cast or a rounding truncated them.
 ``CONSTANT_TARGET``, ``CONSTANT_PREDICTION``
     every target (every prediction) is the same number.
 ``TARGET_IN_INPUTS``
     a column of ``x`` is the target or an affine copy of it (leakage, or ``fit(y, y)``);
-    checked from three samples on.
+    checked from five samples on.
 ``DISPLAY_ROUNDING``
     ``shown`` reads 0 but the MSE is not 0: the format rounded it away.
 
@@ -122,8 +122,9 @@ def diagnose(y_true, y_pred, *, x=None, shown=None, metric=None) -> list[Finding
         findings.append(_constant_target(y_true64))
     if _is_constant(y_pred64):
         findings.append(_constant_prediction(y_true64, y_pred64, mse))
-    # With two samples every column is an affine function of the target: nothing to detect.
-    if x is not None and not constant_target and len(x) >= 3:
+    # With two samples every column is an affine function of the target, and with three or
+    # four an unrelated column comes within 1e-6 of a correlation of 1 too often.
+    if x is not None and not constant_target and len(x) >= 5:
         findings += _target_in_inputs(x, y_true64)
     if shown_value is not None:
         findings += _display_rounding(shown, shown_value, mse, y_true64)
@@ -222,8 +223,8 @@ def _align(y_true, y_pred) -> tuple[np.ndarray, np.ndarray, Finding | None]:
             f"y_true has shape {y_true.shape} and y_pred has shape {y_pred.shape}. An "
             f"elementwise loss broadcasts them to {broadcast} and averages all "
             f"{int(np.prod(broadcast))} pairs, every target against every prediction: that MSE "
-            f"is {wrong:.4g}, the per-sample MSE is {right:.4g}. torch.nn.MSELoss does this with "
-            f"only a UserWarning. {fix}"
+            f"is {_number(wrong)}, the per-sample MSE is {_number(right)}. torch.nn.MSELoss does "
+            f"this and only warns. {fix}"
         )
         return *aligned, Finding("SHAPE_BROADCAST", message)
     # Different sizes, e.g. 3 targets per sample and 1 prediction: what broadcasting compares.
@@ -261,8 +262,8 @@ def _float16_underflow(y_true64, y_pred64, squared, half) -> list[Finding]:
         "FLOAT16_UNDERFLOW",
         f"{' and '.join(half)} {'is' if len(half) == 1 else 'are'} float16, where a square "
         f"below 2**-25 (about 3e-8) rounds to 0: {int(lost.sum())} of {lost.size} squared errors "
-        f"vanish, and the MSE computed in float16 is {mse16:.4g} instead of "
-        f"{float(np.mean(squared)):.4g}. Compute losses and metrics in float32 (cast the "
+        f"vanish, and the MSE computed in float16 is {_number(mse16)} instead of "
+        f"{_number(float(np.mean(squared)))}. Compute losses and metrics in float32 (cast the "
         f"predictions first: .astype('float32'), .float()), or rescale the target.",
     )]
 
@@ -277,9 +278,11 @@ def _integer_values(y_true, true_dtype, y_pred, pred_dtype) -> list[Finding]:
             f"was cast from a continuous target (astype(int), torch .long(), tf.cast), every "
             f"fraction was truncated. Keep regression targets in floating point.",
         ))
-    whole = y_pred.dtype.kind in "biu" or bool(np.all(y_pred == np.round(y_pred)))
+    values = np.unique(y_pred)
+    # A float prediction that is one whole number (a constant 0.0, say) is CONSTANT_PREDICTION's
+    # case; several whole numbers and nothing else is what np.round or a cast leaves.
+    whole = y_pred.dtype.kind in "biu" or (len(values) > 1 and bool(np.all(values == np.round(values))))
     if whole:
-        values = np.unique(y_pred)
         kind = f"the integer dtype {pred_dtype}" if y_pred.dtype.kind in "biu" else "only whole numbers"
         findings.append(Finding(
             "INTEGER_VALUES",
@@ -288,6 +291,11 @@ def _integer_values(y_true, true_dtype, y_pred, pred_dtype) -> list[Finding]:
             f"of the model.",
         ))
     return findings
+
+
+def _number(value: float) -> str:
+    """Four significant digits, trailing zeros kept: 1.000 is not a rounded 1; 0 is 0."""
+    return "0" if value == 0 else f"{value:#.4g}".rstrip(".")
 
 
 def _distinct(values: np.ndarray) -> str:
@@ -306,7 +314,7 @@ def _is_constant(values: np.ndarray) -> bool:
 
 
 def _level(values: np.ndarray) -> str:
-    return ", ".join(f"{v:.4g}" for v in values[0])
+    return ", ".join(_number(v) for v in values[0])
 
 
 def _constant_target(y_true64) -> Finding:
@@ -322,7 +330,8 @@ def _constant_prediction(y_true64, y_pred64, mse: float) -> Finding:
     if y_true64.shape[1] == 1:
         # For a constant c: mean((y - c)²) = Var(y) + (mean(y) - c)², at least Var(y).
         variance, bias = float(np.var(y_true64)), float(np.mean(y_true64 - y_pred64))
-        message += f" Its MSE is Var(y_true) + bias² = {variance:.4g} + {bias ** 2:.4g} = {mse:.4g}:"
+        message += (f" Its MSE is Var(y_true) + bias² = {_number(variance)} + {_number(bias ** 2)}"
+                    f" = {_number(mse)}:")
         message += " no constant does better than Var(y_true)."
     return Finding("CONSTANT_PREDICTION", message + (
         " The model ignores its inputs: look for dead ReLUs (zero-initialised kernels with "
@@ -346,9 +355,11 @@ def _target_in_inputs(x: np.ndarray, y_true64: np.ndarray) -> list[Finding]:
         else:
             slope = correlation[i, j] * y_std[output] / x_std[column]
             intercept = y_true64[:, output].mean() - slope * features[:, column].mean()
+            if abs(intercept) <= 1e-6 * (abs(y_true64[:, output]).max()):
+                intercept = 0.0  # float rounding of a zero intercept
             sign = "+" if intercept >= 0 else "-"
-            how = (f"an affine copy of {target} ({target} = {slope:.4g} * x[:, {column}] "
-                   f"{sign} {abs(intercept):.4g})")
+            how = (f"an affine copy of {target} ({target} = {_number(slope)} * x[:, {column}] "
+                   f"{sign} {_number(abs(intercept))})")
         findings.append(Finding(
             "TARGET_IN_INPUTS",
             f"column {column} of x is {how}: the model can read the answer from its input, so "
@@ -375,7 +386,7 @@ def _display_rounding(shown: str, shown_value: float, mse: float, y_true64) -> l
     )
     return [Finding(
         "DISPLAY_ROUNDING",
-        f"{shown!r} reads 0, but the MSE of these arrays is {mse:.4g}: a fixed-point format "
+        f"{shown!r} reads 0, but the MSE of these arrays is {_number(mse)}: a fixed-point format "
         f"with {decimals} decimals rounds it away. Print it with a relative format "
         f"(f'{{mse:.4g}}' or f'{{mse:.4e}}', as Keras' progress bar does below 1e-3).{scale}",
     )]

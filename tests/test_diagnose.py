@@ -37,6 +37,11 @@ def torch():
     return pytest.importorskip("torch")
 
 
+def four(value: float) -> str:
+    """How the messages print a number: four significant digits, trailing zeros kept."""
+    return f"{value:#.4g}".rstrip(".")
+
+
 def codes(*args, **kwargs) -> list[str]:
     return [finding.code for finding in diagnose(*args, **kwargs)]
 
@@ -108,6 +113,19 @@ def test_findings_come_in_the_documented_order():
     assert set(found) <= set(CODES)
 
 
+def test_messages_can_be_printed_in_a_notebook():
+    # The book's tests reject stored outputs that look like warnings; findings are printed there.
+    import re
+
+    y = np.zeros((N, 1), dtype=np.int64)
+    findings = diagnose(y[:, 0], y, x=X, shown="0.00", metric=MeanSquaredError())
+    findings += diagnose(TINY_Y.astype(np.float16), TINY_P.astype(np.float16), x=np.c_[X, TINY_Y],
+                         shown="0.0000")
+    assert {f.code for f in findings} == set(CODES)
+    for finding in findings:
+        assert not re.search(r"\b\w*Warning\b|\bWARNING\b", str(finding)), finding
+
+
 # ---------------------------------------------------------------- SHAPE_BROADCAST
 
 
@@ -120,7 +138,7 @@ def test_shape_broadcast_reports_the_number_torch_computes(torch):
         wrong = torch.nn.MSELoss()(torch.from_numpy(P), torch.from_numpy(Y[:, 0])).item()
     assert "broadcasting" in str(caught[0].message)
     right = float(np.mean((Y - P) ** 2))
-    assert f"that MSE is {wrong:.4g}, the per-sample MSE is {right:.4g}" in finding.message
+    assert f"that MSE is {four(wrong)}, the per-sample MSE is {four(right)}" in finding.message
     assert f"({N}, {N})" in finding.message
     # mean over all pairs = Var(p) + Var(y) + (mean p - mean y)²
     assert wrong == pytest.approx(np.var(P) + np.var(Y) + (P.mean() - Y.mean()) ** 2)
@@ -197,6 +215,22 @@ def test_a_float16_keras_metric_is_reported(keras):
     assert finding.message.startswith("metric is float16")
 
 
+def test_keras_mixed_precision_mse_metric_underflows_where_the_loss_does_not(keras):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.set_weights([np.array([[1e-4]], np.float32), np.zeros(1, np.float32)])
+        model.compile(loss="mse", metrics=["mse"])
+        result = model.evaluate(Y, TINY_P, batch_size=N, verbose=0, return_dict=True)
+        prediction = model.predict(Y, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # The loss casts the float16 output to float32 before squaring; the metric squares in float16.
+    assert result["mse"] == 0.0 and result["loss"] == pytest.approx(np.mean((TINY_Y - TINY_P) ** 2), rel=1e-2)
+    assert prediction.dtype == np.float16
+    assert codes(TINY_P, prediction) == ["FLOAT16_UNDERFLOW"]
+
+
 def test_no_underflow_in_float32_or_with_large_errors():
     assert "FLOAT16_UNDERFLOW" not in codes(TINY_Y.astype(np.float32), TINY_P.astype(np.float32))
     assert "FLOAT16_UNDERFLOW" not in codes(Y.astype(np.float16), P.astype(np.float16))
@@ -228,6 +262,8 @@ def test_rounded_predictions_are_reported(torch):
 def test_whole_number_float_targets_are_not_reported():
     counts = np.arange(N, dtype=np.float64)[:, None]  # a count target is fine as floats
     assert "INTEGER_VALUES" not in codes(counts, counts + 0.3 * RNG.normal(size=(N, 1)))
+    # One whole-number float prediction is a constant, reported as that alone.
+    assert codes(Y, np.full((N, 1), 100.0)) == ["CONSTANT_PREDICTION"]
 
 
 # ---------------------------------------------------------------- CONSTANT_TARGET, CONSTANT_PREDICTION
@@ -248,7 +284,7 @@ def test_constant_prediction_states_the_variance_plus_bias_decomposition():
     variance, bias2 = np.var(Y), (np.mean(Y) - c) ** 2
     mse = np.mean((Y - c) ** 2)
     assert mse == pytest.approx(variance + bias2)
-    assert f"= {variance:.4g} + {bias2:.4g} = {mse:.4g}" in finding.message
+    assert f"= {four(variance)} + {four(bias2)} = {four(mse)}" in finding.message
     assert "CONSTANT_PREDICTION" not in codes(Y, P)
 
 
@@ -270,11 +306,15 @@ def test_an_affine_float32_copy_of_the_target_is_found():
     finding = only("TARGET_IN_INPUTS", Y, P, x=np.c_[raw, X])
     assert "column 0 of x is an affine copy of y_true (y_true = 0.01299 * x[:, 0] - 1.974)" in finding.message
     assert "TARGET_IN_INPUTS" in codes(Y, P, x=-raw)  # a negative slope too
+    scaled = only("TARGET_IN_INPUTS", Y, P, x=Y / 3.0)  # no intercept at all
+    assert "(y_true = 3.000 * x[:, 0] + 0)" in scaled.message
 
 
 def test_correlated_but_not_copied_inputs_are_fine():
     close = Y + 0.01 * RNG.normal(size=(N, 1))  # correlation about 0.9999, not 1
     assert "TARGET_IN_INPUTS" not in codes(Y, P, x=np.c_[X, close, np.ones(N)])
+    # Below five samples an unrelated column can match by chance, so nothing is checked.
+    assert "TARGET_IN_INPUTS" not in codes(Y[:4], P[:4], x=Y[:4])
     # A constant target is reported as such, not as equal to every constant column.
     assert codes(np.ones(N), P[:, 0], x=np.ones((N, 2))) == ["CONSTANT_TARGET"]
 
