@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+from packaging.version import Version
 
 import companion
 from companion import checkpoints, models
@@ -140,6 +141,8 @@ def test_a_malicious_pickle_is_refused_not_executed(tmp_path):
     assert marker.is_dir()
 
 
+@pytest.mark.skipif(Version(torch.__version__).release < (2, 6),
+                    reason="torch.load defaulted to weights_only=False before PyTorch 2.6")
 def test_torch_load_refuses_a_pickle_by_default(tmp_path, monkeypatch):
     """The book states that torch.load defaults to weights_only=True since PyTorch 2.6."""
     monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", raising=False)
