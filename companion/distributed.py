@@ -63,7 +63,8 @@ def run_tf_mirrored_demo(*, timeout: float = 120.0) -> dict:
     """Train with ``MirroredStrategy`` on two logical CPUs, three ways; compare with one device.
 
     Returns ``{"replicas", "shard_sizes", "methods": {name: {"steps", "scales", "epoch"}}}`` for
-    the methods ``"compute_average_loss"``, ``"keras_loss"`` and ``"local_reduce_mean"``.
+    the methods ``"compute_average_loss"``, ``"keras_loss"`` and ``"local_reduce_mean"``, and
+    ``"tf_data_shard_sizes"``: how ``experimental_distribute_dataset`` splits the same batches.
 
     >>> run_tf_mirrored_demo()["methods"]["local_reduce_mean"]["steps"][0]  # doctest: +SKIP
     1.0000028...
@@ -308,7 +309,11 @@ def _tf_child() -> dict:
         strategy.run(replica_step, args=(method, x_shards, y_shards, len(idx)))
 
     methods = _scores(TF_METHODS, train_step, model.get_weights, model.set_weights)
-    return {"replicas": strategy.num_replicas_in_sync, "shard_sizes": shard_sizes(), "methods": methods}
+    # How tf.distribute itself splits the same global batches: the demo's split is the same.
+    batches = strategy.experimental_distribute_dataset(tf.data.Dataset.range(SAMPLES).batch(GLOBAL_BATCH))
+    tf_data_shard_sizes = [[int(t.shape[0]) for t in strategy.experimental_local_results(b)] for b in batches]
+    return {"replicas": strategy.num_replicas_in_sync, "shard_sizes": shard_sizes(),
+            "tf_data_shard_sizes": tf_data_shard_sizes, "methods": methods}
 
 
 def _torch_child(rank: int, world_size: int) -> dict | None:

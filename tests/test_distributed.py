@@ -44,6 +44,7 @@ def test_mirrored_strategy_sums_replica_gradients(results):
     tf_result = results["tensorflow"]
     assert tf_result["replicas"] == 2
     assert tf_result["shard_sizes"] == [[4, 4], [4, 4], [4, 3]]
+    assert tf_result["tf_data_shard_sizes"] == tf_result["shard_sizes"], "the demo splits as tf.distribute does"
     methods = tf_result["methods"]
     # Local sum / global batch size: exact at every step, even / uneven shards, and over the epoch.
     assert max(methods["compute_average_loss"]["steps"]) < EXACT
