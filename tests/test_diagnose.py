@@ -27,16 +27,6 @@ P = Y + 0.3 * RNG.normal(size=(N, 1))  # and a healthy, imperfect prediction
 X = RNG.normal(size=(N, 4))
 
 
-@pytest.fixture(scope="module")
-def keras():
-    return pytest.importorskip("keras")
-
-
-@pytest.fixture(scope="module")
-def torch():
-    return pytest.importorskip("torch")
-
-
 def four(value: float) -> str:
     """How the messages print a number: four significant digits, trailing zeros kept."""
     return f"{value:#.4g}".rstrip(".")

@@ -25,11 +25,6 @@ FAST = settings(max_examples=50, deadline=None)
 KERAS_RTOL = 1e-6
 
 
-@pytest.fixture(scope="module")
-def keras():
-    return pytest.importorskip("keras")
-
-
 @functools.cache
 def keras_metric(class_name: str, **kwargs):
     """One Keras metric per configuration, built once: building is slow, reset_state() is not."""
