@@ -69,3 +69,16 @@ def sample_weights(name: str, value, *, length: int) -> np.ndarray | None:
     if np.any(array < 0):
         raise ValueError(f"{name} must be non-negative, got a minimum of {array.min()}")
     return array
+
+
+def non_negative_number(name: str, value) -> float:
+    """A finite real number >= 0 (bools and huge integers beyond float range are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite number >= 0, got {type(value).__name__}: {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from None
+    if not np.isfinite(number) or number < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number

@@ -42,8 +42,7 @@ def linear_regression_data(
     num_samples = check.positive_int("num_samples", num_samples)
     num_features = check.positive_int("num_features", num_features)
     seed = check.non_negative_int("seed", seed)
-    if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    noise = check.non_negative_number("noise", noise)
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(num_samples, num_features))
     w = rng.normal(size=(num_features, 1))

@@ -50,6 +50,8 @@ from __future__ import annotations
 
 import numbers
 
+import math
+
 import numpy as np
 
 __all__ = ["Accuracy", "Mean", "MeanAbsoluteError", "MeanSquaredError"]
@@ -122,6 +124,23 @@ class Mean(_RunningMean):
 
     def update(self, values, sample_weight=None) -> None:
         """Add one scalar value, or a batch of values with optional per-sample weights."""
+        if _is_plain_number(values) and (sample_weight is None or _is_plain_number(sample_weight)):
+            # A training loop's call, once per step (a batch loss weighted by the batch size):
+            # plain numbers need none of the array machinery below, only the same checks.
+            try:
+                value, weight = float(values), 1.0 if sample_weight is None else float(sample_weight)
+            except OverflowError:  # an integer beyond float range
+                raise ValueError("values and sample_weight must fit in a float") from None
+            if not math.isfinite(value):
+                raise ValueError(f"values holds 1 NaN or inf value(s) out of 1 (shape ()); "
+                                 f"a running mean would carry them into every later result")
+            if not math.isfinite(weight):
+                raise ValueError("sample_weight holds 1 NaN or inf value(s) out of 1 (shape ())")
+            if weight < 0:
+                raise ValueError(f"sample_weight must be >= 0, got a minimum of {weight!r}")
+            self._total += value * weight
+            self._count += weight
+            return
         values = _as_float_array("values", values)
         if values.ndim == 0:
             weight = None if sample_weight is None else _scalar_weight(sample_weight)
@@ -308,6 +327,11 @@ def _as_array(name: str, value) -> np.ndarray:
             f"a running mean would carry them into every later result"
         )
     return array
+
+
+def _is_plain_number(value) -> bool:
+    """A Python or NumPy real scalar (not a bool, not an array, not a tensor)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def _as_float_array(name: str, value) -> np.ndarray:

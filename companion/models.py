@@ -95,8 +95,7 @@ def torch_l2_penalty(l2: float, *, hidden_only: bool = True):
     With ``hidden_only=True`` the last ``Linear`` (the output layer, which :func:`keras_mlp`
     leaves unregularized) is skipped; biases are never penalized, as in Keras.
     """
-    if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not np.isfinite(l2) or l2 < 0:
-        raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+    l2 = check.non_negative_number("l2", l2)
     check.boolean("hidden_only", hidden_only)
 
     def penalty(model):

@@ -26,9 +26,9 @@ from __future__ import annotations
 import numpy as np
 
 from companion import _validation as check
-from companion.batching import batch_indices
 from companion.metrics import Mean
 from companion.training_log import TrainingLog
+from companion.versions import require
 
 __all__ = ["train"]
 
@@ -71,6 +71,7 @@ def train(
     value is the size-weighted mean of its micro-batch values, which equals its value on the
     whole step only for a per-sample mean.)
     """
+    require("torch")
     import torch
 
     if not isinstance(model, torch.nn.Module):
@@ -87,7 +88,6 @@ def train(
     seed = check.optional_seed("seed", seed)
     accumulation_steps = check.positive_int("accumulation_steps", accumulation_steps)
     trackers = [Mean(name="loss"), *(_as_metric(m) for m in _sequence("metrics", metrics))]
-    batch_trackers = [_fresh_copy(m) for m in trackers]
     keys = tuple(m.name for m in trackers)
 
     parameter = next(model.parameters(), None)
@@ -101,16 +101,21 @@ def train(
         model.train()
         for m in trackers:
             m.reset()
-        order = rng.permutation(len(x)) if shuffle else None
-        micro_batches = batch_indices(len(x), batch_size, order=order)
+        # Shuffling permutes the data once per epoch; batches are then contiguous slices (views).
+        x_epoch, y_epoch = (x, y)
+        if shuffle:
+            order = torch.from_numpy(rng.permutation(len(x))).to(device)
+            x_epoch, y_epoch = x[order], y[order]
+        micro_batches = [slice(i, min(i + batch_size, len(x))) for i in range(0, len(x), batch_size)]
         for step, first in enumerate(range(0, len(micro_batches), accumulation_steps)):
             group = micro_batches[first : first + accumulation_steps]
-            step_size = sum(len(idx) for idx in group)
+            step_size = sum(batch.stop - batch.start for batch in group)
             optimizer.zero_grad()
-            for m in batch_trackers:
-                m.reset()
-            for idx in group:
-                x_batch, y_batch = x[idx], y[idx]
+            # A running mean is a total over a count: what this step adds to each, divided,
+            # is the step's own value.
+            before = [(m.total, m.count) for m in trackers]
+            for batch in group:
+                x_batch, y_batch = x_epoch[batch], y_epoch[batch]
                 y_pred = model(x_batch)
                 _check_shapes(loss_fn, y_pred, y_batch)
                 loss = loss_fn(y_pred, y_batch)
@@ -118,59 +123,43 @@ def train(
                     loss = loss + penalty(model)
                 # backward() adds to .grad: weighting each micro-batch's mean by its share of the
                 # step's samples makes the sum the mean gradient over all of them (k=1: weight 1).
-                (loss * (len(idx) / step_size)).backward()
+                (loss * (len(x_batch) / step_size)).backward()
 
                 # y_pred was computed before optimizer.step(): the logged numbers describe the
                 # weights as they were at the start of the step.
-                y_pred, batch_loss = y_pred.detach(), loss.item()
-                for m in (trackers[0], batch_trackers[0]):
-                    m.update(batch_loss, sample_weight=len(idx))
-                for m, batch_m in zip(trackers[1:], batch_trackers[1:]):
-                    m.update(y_batch, y_pred)
-                    batch_m.update(y_batch, y_pred)
+                trackers[0].update(loss.item(), sample_weight=len(x_batch))
+                for m in trackers[1:]:
+                    m.update(y_batch, y_pred.detach())
             optimizer.step()
             log.add_batch(
                 epoch=epoch,
                 step=step,
                 size=step_size,
-                batch={m.name: m.result() for m in batch_trackers},
+                batch={m.name: (m.total - t) / (m.count - c) for m, (t, c) in zip(trackers, before)},
                 running={m.name: m.result() for m in trackers},
             )
         log.end_epoch(log.batches[-1].running)
     return log
 
 
-class _CallableMetric:
+class _CallableMetric(Mean):
     """Wraps ``f(y_true, y_pred) -> float`` as a running mean of batch values weighted by size."""
 
     def __init__(self, fn, name: str):
-        self.fn, self.name = fn, name
-        self._mean = Mean(name=name)
+        super().__init__(name=name)
+        self.fn = fn
 
     def update(self, y_true, y_pred) -> None:
-        self._mean.update(float(self.fn(y_true, y_pred)), sample_weight=len(y_true))
-
-    def result(self) -> float:
-        return self._mean.result()
-
-    def reset(self) -> None:
-        self._mean.reset()
+        super().update(float(self.fn(y_true, y_pred)), sample_weight=len(y_true))
 
 
 def _as_metric(metric):
-    if all(hasattr(metric, verb) for verb in ("update", "result", "reset")):
+    if all(hasattr(metric, attribute) for attribute in ("update", "result", "reset", "total", "count")):
         return metric
     if callable(metric):
         return _CallableMetric(metric, getattr(metric, "name", None) or getattr(metric, "__name__", "metric"))
-    raise TypeError(f"metrics must hold companion.metrics objects or callables, got {metric!r}")
-
-
-def _fresh_copy(metric):
-    import copy
-
-    fresh = copy.deepcopy(metric)
-    fresh.reset()
-    return fresh
+    raise TypeError("metrics must hold companion.metrics objects (with update, result, reset, total and "
+                    f"count) or callables f(y_true, y_pred) -> float, got {metric!r}")
 
 
 def _sequence(name: str, values) -> list:
