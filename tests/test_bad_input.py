@@ -143,3 +143,71 @@ def test_synthetic_data_rejects_bad_arguments(name, value):
 @given(seed=st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32), st.floats(), st.text(max_size=2), st.booleans()))
 def test_seed_everything_rejects_bad_seeds(seed):
     assert_rejected(lambda: companion.seed_everything(seed), "seed")
+
+
+# --- the array functions of the later chapters ---------------------------------------------------
+
+LABELS = np.array([0, 1, 2, 1, 0, 2, 1, 0])
+SCORES = np.random.default_rng(0).normal(size=(8, 3))
+PROBABILITIES = np.exp(SCORES) / np.exp(SCORES).sum(axis=1, keepdims=True)
+
+
+def array_cases(reference: np.ndarray, name: str):
+    """Bad versions of ``reference`` passed as argument ``name``."""
+    cases = [st.tuples(st.just(name), st.integers(1, len(reference) - 1).map(lambda n: reference[:n])),
+             st.tuples(st.just(name), st.just(reference[:0]))]
+    if np.issubdtype(reference.dtype, np.floating):
+        cases.append(st.tuples(st.just(name), poisoned(reference)))
+    return st.one_of(*cases)
+
+
+@FAST
+@given(case=st.one_of(array_cases(LABELS, "y_true"), array_cases(SCORES, "scores"), array_cases(SCORES, "logits")))
+def test_calibration_rejects_bad_arrays(case):
+    from companion import calibration
+
+    name, value = case
+    if name == "y_true":
+        calls = [lambda: calibration.margins(value, SCORES), lambda: calibration.cross_entropy(value, SCORES),
+                 lambda: calibration.expected_calibration_error(value, PROBABILITIES)]
+    elif name == "scores":
+        calls = [lambda: calibration.margins(LABELS, value)]
+    else:
+        calls = [lambda: calibration.cross_entropy(LABELS, value)]
+    for call in calls:
+        with pytest.raises((ValueError, TypeError)) as error:
+            call()
+        message = str(error.value)
+        expected = (name, "y_true") if name != "y_true" else ("y_true", "scores", "logits", "probabilities")
+        assert any(n in message for n in expected), f"the error does not name the argument: {message}"
+
+
+@FAST
+@given(num_bins=not_a_positive_int)
+def test_calibration_rejects_bad_bin_counts(num_bins):
+    from companion import calibration
+
+    assert_rejected(lambda: calibration.reliability_diagram(LABELS, PROBABILITIES, num_bins=num_bins), "num_bins")
+
+
+@FAST
+@given(case=st.one_of(array_cases(Y[:, 0].astype(np.float64), "y_true"), array_cases(Y[:, 0].astype(np.float64), "y_pred")))
+def test_diagnose_rejects_bad_arrays(case):
+    from companion.diagnose import diagnose
+
+    name, value = case
+    y = Y[:, 0].astype(np.float64)
+    arguments = {"y_true": y, "y_pred": y + 0.1}
+    arguments[name] = value
+    with pytest.raises((ValueError, TypeError)) as error:
+        diagnose(arguments["y_true"], arguments["y_pred"])
+    assert "y_true" in str(error.value) or "y_pred" in str(error.value), str(error.value)
+
+
+@FAST
+@given(a=st.one_of(st.just([]), st.just([np.ones(3), np.ones(2)]), st.just("gradients"), st.just(None)))
+def test_gradient_helpers_reject_bad_inputs(a):
+    from companion import gradients
+
+    with pytest.raises((ValueError, TypeError)):
+        gradients.gradient_difference(a, [np.ones(3)])
