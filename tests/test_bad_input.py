@@ -211,3 +211,69 @@ def test_gradient_helpers_reject_bad_inputs(a):
 
     with pytest.raises((ValueError, TypeError)):
         gradients.gradient_difference(a, [np.ones(3)])
+
+
+# --- models, digits, plotting helpers, checkpoints, distributed: keyword values -------------------
+
+not_a_fraction = st.one_of(st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not 0 < v < 1),
+                           st.text(max_size=2), st.none(), st.booleans())
+
+
+@FAST
+@given(name=st.sampled_from(["num_inputs", "hidden", "activation", "l2", "dropout"]),
+       value=st.one_of(not_a_positive_int, st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3)))
+def test_model_builders_reject_bad_arguments(name, value):
+    pytest.importorskip("torch")
+    from companion import models
+
+    arguments = {"num_inputs": 3, "hidden": (4,), "activation": "tanh", "dropout": 0.0}
+    if name == "hidden":
+        value = (value,)  # a sequence holding a bad width
+    if name == "dropout" and isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1:
+        return  # a valid rate
+    if name == "l2":
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf"):
+            return
+        assert_rejected(lambda: models.torch_l2_penalty(value), "l2")
+        return
+    if name == "activation" and value in ("linear", "tanh", "relu"):
+        return
+    arguments[name] = value
+    assert_rejected(lambda: models.torch_mlp(**arguments), name)
+
+
+@FAST
+@given(name=st.sampled_from(["validation_fraction", "seed"]),
+       value=st.one_of(not_a_fraction, st.integers(max_value=-1)))
+def test_digits_split_rejects_bad_arguments(name, value):
+    from companion.digits import load_digits_split
+
+    if name == "seed" and isinstance(value, float) and value.is_integer() and value >= 0:
+        return
+    assert_rejected(lambda: load_digits_split(**{name: value}), name)
+
+
+@FAST
+@given(accuracy=not_a_fraction.filter(lambda v: v not in (0, 1)), batch_size=st.integers(1, 64))
+def test_batch_accuracy_distribution_rejects_bad_accuracy(accuracy, batch_size):
+    from companion.plotting import batch_accuracy_distribution
+
+    assert_rejected(lambda: batch_accuracy_distribution(accuracy, batch_size), "accuracy")
+
+
+@FAST
+@given(path=st.one_of(st.none(), st.integers(), st.lists(st.text(max_size=2), max_size=2)))
+def test_checkpoint_functions_reject_bad_paths(torch_setup, path):
+    from companion import checkpoints
+
+    _, _, model, optimizer = torch_setup
+    assert_rejected(lambda: checkpoints.save_training_state(path, model=model, optimizer=optimizer), "path")
+    assert_rejected(lambda: checkpoints.load_training_state(path, model=model, optimizer=optimizer), "path")
+
+
+@FAST
+@given(timeout=st.one_of(st.floats(max_value=0), st.just(float("nan")), st.text(max_size=2), st.none()))
+def test_distributed_demos_reject_bad_timeouts(timeout):
+    from companion import distributed
+
+    assert_rejected(lambda: distributed.run_torch_ddp_demo(timeout=timeout), "timeout")
