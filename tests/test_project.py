@@ -55,6 +55,21 @@ def test_import_companion_loads_no_framework():
     assert probe["loaded"] == [], f"`import companion` imported {probe['loaded']}; import them lazily"
 
 
+MODULES = sorted(p.stem for p in (ROOT / "companion").glob("*.py") if p.stem != "__init__")
+
+
+def test_every_module_is_probed():
+    assert {"metrics", "diagnose", "tf_loop", "torch_loop", "checkpoints"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_importing_any_module_loads_no_framework(module):
+    # TensorFlow and PyTorch are imported inside the functions that need them (STYLE.md), so a
+    # reader on a machine with one framework can still use every framework-free module.
+    code = f"import sys, companion.{module}; print(sorted(set({FRAMEWORKS!r}) & set(sys.modules)))"
+    assert run_python(code).strip() == "[]", f"importing companion.{module} imported a framework"
+
+
 def test_import_companion_is_fast():
     # Best of three fresh interpreters, so a cold disk cache on the first one does not count.
     timings = [json.loads(run_python(IMPORT_PROBE.format(frameworks=FRAMEWORKS)))["seconds"] for _ in range(3)]
