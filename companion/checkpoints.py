@@ -24,7 +24,7 @@ renamed over the target with ``os.replace``, so a crash part-way through a save 
 previous checkpoint whole.
 
 >>> save_training_state("run.pt", model=model, optimizer=optimizer, epoch=1)  # doctest: +SKIP
->>> load_training_state("run.pt", model=fresh_model, optimizer=fresh_optimizer)["epoch"]
+>>> load_training_state("run.pt", model=fresh_model, optimizer=fresh_optimizer)["epoch"]  # doctest: +SKIP
 1
 """
 

@@ -3,7 +3,7 @@
 ``load_diabetes`` wraps scikit-learn's copy of the diabetes data (442 patients, 10 features),
 which ships inside the scikit-learn package, so notebooks run offline.
 
->>> x, y = load_diabetes()                                      # doctest: +SKIP
+>>> x, y = load_diabetes()
 >>> x.shape, y.shape
 ((442, 10), (442, 1))
 """

@@ -25,7 +25,7 @@ DDP needs one process per rank) with a timeout, and returns plain numbers. :func
 starts both in the background, :func:`run_demos` waits for them too:
 
 >>> result = run_torch_ddp_demo()                               # doctest: +SKIP
->>> result["methods"]["global_count"]["epoch"] < 1e-5
+>>> result["methods"]["global_count"]["epoch"] < 1e-5             # doctest: +SKIP
 True
 """
 
@@ -101,7 +101,7 @@ def start_demos(*, timeout: float = 120.0, frameworks=("tensorflow", "torch")) -
     early and read on while they run. ``timeout`` counts from the start.
 
     >>> running = start_demos()                                     # doctest: +SKIP
-    >>> sorted(running.result())
+    >>> sorted(running.result())                                    # doctest: +SKIP
     ['tensorflow', 'torch']
     """
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < np.inf:

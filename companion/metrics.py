@@ -91,6 +91,18 @@ class _RunningMean:
         self._total = 0.0
         self._count = 0.0
 
+    def add_values(self, values, sample_weight=None) -> None:
+        """Add per-sample values computed earlier, shape (N,), with optional per-sample weights.
+
+        ``m.add_values(m.per_sample(y_true, y_pred))`` does what ``m.update(y_true, y_pred)``
+        does, for a loop that needs each sample's value anyway (to log every batch) and should
+        compute it only once.
+        """
+        values = _as_float_array("values", values)
+        if values.ndim != 1:
+            raise ValueError(f"values must hold one value per sample, shape (N,), got shape {values.shape}")
+        self._add(values, _sample_weights(sample_weight, len(values), "values", values.shape))
+
     def _add(self, values: np.ndarray, weights: np.ndarray | None) -> None:
         # Reached only after every argument of update() was checked, so a rejected batch
         # leaves the state as it was.
@@ -146,7 +158,7 @@ class Mean(_RunningMean):
             weight = None if sample_weight is None else _scalar_weight(sample_weight)
             self._add(values.reshape(1), weight)
             return
-        per_sample = values.reshape(len(values), -1).mean(axis=1)
+        per_sample = _row_means(values)
         self._add(per_sample, _sample_weights(sample_weight, len(values), "values", values.shape))
 
 
@@ -155,12 +167,16 @@ class _ErrorMetric(_RunningMean):
 
     def update(self, y_true, y_pred, sample_weight=None) -> None:
         """Add a batch: per-sample error (mean over the outputs), weighted per sample."""
+        errors = self.per_sample(y_true, y_pred)
+        self._add(errors, _sample_weights(sample_weight, len(errors), "y_true", tuple(np.shape(y_true))))
+
+    def per_sample(self, y_true, y_pred) -> np.ndarray:
+        """The error of each sample (mean over its outputs), float64 of shape (N,): the values
+        ``update`` adds up. It checks its input as ``update`` does and changes no state."""
         y_true = _as_float_array("y_true", y_true)
         y_pred = _as_float_array("y_pred", y_pred)
         y_true, y_pred = _same_shape(y_true, y_pred)
-        errors = self._elementwise(y_true - y_pred).reshape(len(y_true), -1)
-        weights = _sample_weights(sample_weight, len(y_true), "y_true", y_true.shape)
-        self._add(errors.mean(axis=1), weights)
+        return _row_means(self._elementwise(y_true - y_pred))
 
 
 class MeanSquaredError(_ErrorMetric):
@@ -245,6 +261,12 @@ class Accuracy(_RunningMean):
 
     def update(self, y_true, y_pred, sample_weight=None) -> None:
         """Add a batch of labels and predictions (see the class docstring for the shapes)."""
+        correct = self.per_sample(y_true, y_pred)
+        self._add(correct, _sample_weights(sample_weight, len(correct), "y_true", tuple(np.shape(y_true))))
+
+    def per_sample(self, y_true, y_pred) -> np.ndarray:
+        """1.0 for each sample predicted right, 0.0 otherwise (float64, shape (N,)): the values
+        ``update`` adds up. It checks its input as ``update`` does and changes no state."""
         y_true = _class_indices(_as_array("y_true", y_true))
         y_pred = _as_array("y_pred", y_pred)
         if y_pred.ndim == 0 or y_pred.ndim > 2:
@@ -275,8 +297,7 @@ class Accuracy(_RunningMean):
                         f"predicted class indices pass y_pred as integers"
                     )
                 correct = (y_pred > self.threshold) == y_true
-        weights = _sample_weights(sample_weight, len(y_true), "y_true", y_true.shape)
-        self._add(correct.astype(np.float64), weights)
+        return correct.astype(np.float64)
 
     def _in_top_k(self, y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
         n_classes = scores.shape[1]
@@ -320,13 +341,23 @@ def _as_array(name: str, value) -> np.ndarray:
             f"{name} is empty (shape {array.shape}): a batch with no samples has nothing to "
             f"average; skip the update() instead"
         )
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int(np.sum(~np.isfinite(array)))
         raise ValueError(
             f"{name} holds {bad} NaN or inf value(s) out of {array.size} (shape {array.shape}); "
             f"a running mean would carry them into every later result"
         )
     return array
+
+
+def _row_means(values: np.ndarray) -> np.ndarray:
+    """The mean of each sample's values (all axes but the first), shape (N,).
+
+    The same numbers as ``values.reshape(N, -1).mean(axis=1)``, a sum divided by the count,
+    without the Python layer of ``ndarray.mean``, which a training loop would pay every step.
+    """
+    rows = values.reshape(len(values), -1)
+    return np.add.reduce(rows, axis=1) / rows.shape[1]
 
 
 def _is_plain_number(value) -> bool:
@@ -336,7 +367,7 @@ def _is_plain_number(value) -> bool:
 
 def _as_float_array(name: str, value) -> np.ndarray:
     # float64 arithmetic (Keras: float32), so a long epoch's total keeps its last digits.
-    return _as_array(name, value).astype(np.float64)
+    return _as_array(name, value).astype(np.float64, copy=False)  # nothing here writes to it
 
 
 def _same_shape(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ Comparing what two frameworks log only makes sense when they start from the same
 :func:`copy_keras_weights_to_torch` copies every ``Dense`` layer into the matching
 ``torch.nn.Linear`` (Keras stores the kernel as inputs x outputs, PyTorch as outputs x inputs).
 
->>> keras_model = keras_mlp(10, hidden=(8,), seed=0)            # doctest: +SKIP
+>>> keras_model = keras_mlp(10, hidden=(8,), seed=0)
 >>> torch_model = torch_mlp(10, hidden=(8,))
 >>> copy_keras_weights_to_torch(keras_model, torch_model)
 """

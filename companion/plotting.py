@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from companion import _validation as _check
+
 __all__ = ["plot_epoch_numbers"]
 
 
@@ -20,16 +22,19 @@ def plot_epoch_numbers(log, key: str = "loss", *, evaluations=None, ax=None, tit
     """
     import matplotlib.pyplot as plt
 
+    if not all(hasattr(log, name) for name in ("series", "history", "batches")):
+        raise TypeError(f"log must be a companion.training_log.TrainingLog, got {type(log).__name__}")
+    if key not in log.history:
+        raise KeyError(f"key must be one of {tuple(log.history)}, got {key!r}")
     batch = log.series(key, kind="batch")
     running = log.series(key, kind="running")
     epochs = np.array([r.epoch for r in log.batches])
     num_epochs = len(log.history[key])
-    if key not in log.history:
-        raise KeyError(f"key must be one of {tuple(log.history)}, got {key!r}")
     if evaluations is not None:
-        evaluations = np.asarray(evaluations, dtype=float)
-        if evaluations.shape != (num_epochs,):
-            raise ValueError(f"evaluations must hold one value per epoch ({num_epochs}), got shape {evaluations.shape}")
+        evaluations = _check.data_array("evaluations", evaluations, length=num_epochs,
+                                        length_of="the log's epochs").astype(float)
+        if evaluations.ndim != 1:
+            raise ValueError(f"evaluations must hold one number per epoch, got shape {evaluations.shape}")
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4))
     steps = np.arange(1, len(batch) + 1)
@@ -51,8 +56,6 @@ def plot_epoch_numbers(log, key: str = "loss", *, evaluations=None, ax=None, tit
 
 
 # --- Chapter 3: mini-batch loss vs accuracy -------------------------------------------------------
-
-from companion import _validation as _check  # noqa: E402  (the chapter 3 additions below use it)
 
 __all__ += [
     "batch_accuracy_distribution",

@@ -9,7 +9,7 @@ in ``History.history``, minus callbacks and distribution. Every step:
 4. the epoch's running loss is a mean of batch losses weighted by the batch *size*, and each
    metric keeps a running per-sample total and count over the epoch.
 
->>> import keras, numpy as np                                   # doctest: +SKIP
+>>> import keras, numpy as np
 >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
 >>> log = train(model, np.ones((10, 3)), np.ones((10, 1)), loss=keras.losses.MeanSquaredError(),
 ...             optimizer=keras.optimizers.SGD(0.1), batch_size=4, epochs=2)

@@ -8,6 +8,9 @@ compared key by key:
   batch counts for fewer samples);
 * a metric is a per-sample running mean over the epoch (see :mod:`companion.metrics`);
 * batch values are computed on the predictions made *before* the optimizer step;
+* nothing is copied to the host during an epoch (no ``.item()`` per step, which would make a GPU
+  wait for Python): each step's loss and predictions stay on the device, and the log is
+  computed from them once the epoch ends, in one host transfer;
 * with ``accumulation_steps=k`` each optimizer step accumulates the gradients of ``k``
   micro-batches of ``batch_size`` samples, each micro-batch's mean loss weighted by its share of
   the step's samples, so that the step uses the mean gradient over *all* of them: exactly the
@@ -22,6 +25,8 @@ compared key by key:
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -70,6 +75,13 @@ def train(
     such as batch normalization. (A callable metric is the exception: its step
     value is the size-weighted mean of its micro-batch values, which equals its value on the
     whole step only for a per-sample mean.)
+
+    The log is computed at the end of each epoch from what the epoch kept on the device: one
+    loss per micro-batch and, when there are metrics, the predictions of every sample (one
+    epoch of model outputs). A companion metric reads them all in one call (``per_sample``);
+    a callable or another metric object is called batch by batch. Each metric object ends
+    holding the last epoch's data. A loss that is NaN or infinite raises ``ValueError`` naming
+    the epoch and micro-batch, once that epoch ends.
     """
     require("torch")
     import torch
@@ -87,8 +99,8 @@ def train(
     shuffle = check.boolean("shuffle", shuffle)
     seed = check.optional_seed("seed", seed)
     accumulation_steps = check.positive_int("accumulation_steps", accumulation_steps)
-    trackers = [Mean(name="loss"), *(_as_metric(m) for m in _sequence("metrics", metrics))]
-    keys = tuple(m.name for m in trackers)
+    metric_objects = [_as_metric(m) for m in _sequence("metrics", metrics)]
+    keys = ("loss", *(m.name for m in metric_objects))
 
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
@@ -97,49 +109,104 @@ def train(
 
     log = TrainingLog(keys=keys)
     rng = np.random.default_rng(seed)
+    micro_batches = [slice(i, min(i + batch_size, len(x))) for i in range(0, len(x), batch_size)]
+    steps = [micro_batches[i : i + accumulation_steps] for i in range(0, len(micro_batches), accumulation_steps)]
+    # backward() adds to .grad: weighting each micro-batch's mean loss by its share of the step's
+    # samples makes the sum the mean gradient over all of them. A step of one micro-batch needs
+    # no weight.
+    plan = []
+    for group in steps:
+        step_size = sum(batch.stop - batch.start for batch in group)
+        plan.append([(batch, None if len(group) == 1 else (batch.stop - batch.start) / step_size) for batch in group])
+    compare_shapes = type(loss_fn).__name__ in _ELEMENTWISE_LOSSES
     for epoch in range(epochs):
         model.train()
-        for m in trackers:
-            m.reset()
         # Shuffling permutes the data once per epoch; batches are then contiguous slices (views).
         x_epoch, y_epoch = (x, y)
         if shuffle:
             order = torch.from_numpy(rng.permutation(len(x))).to(device)
             x_epoch, y_epoch = x[order], y[order]
-        micro_batches = [slice(i, min(i + batch_size, len(x))) for i in range(0, len(x), batch_size)]
-        for step, first in enumerate(range(0, len(micro_batches), accumulation_steps)):
-            group = micro_batches[first : first + accumulation_steps]
-            step_size = sum(batch.stop - batch.start for batch in group)
+        # The step loop only trains: it keeps each micro-batch's loss and predictions on the
+        # device, with no .item() and no host copy, so a GPU is never made to wait for the
+        # host mid-epoch. The numbers are read back once, after the epoch (_log_epoch).
+        losses, predictions = [], []
+        for group in plan:
             optimizer.zero_grad()
-            # A running mean is a total over a count: what this step adds to each, divided,
-            # is the step's own value.
-            before = [(m.total, m.count) for m in trackers]
-            for batch in group:
+            for batch, share in group:
                 x_batch, y_batch = x_epoch[batch], y_epoch[batch]
                 y_pred = model(x_batch)
-                _check_shapes(loss_fn, y_pred, y_batch)
+                if compare_shapes and y_pred.shape != y_batch.shape:
+                    _refuse_shapes(loss_fn, y_pred, y_batch)
                 loss = loss_fn(y_pred, y_batch)
                 if penalty is not None:
                     loss = loss + penalty(model)
-                # backward() adds to .grad: weighting each micro-batch's mean by its share of the
-                # step's samples makes the sum the mean gradient over all of them (k=1: weight 1).
-                (loss * (len(x_batch) / step_size)).backward()
-
-                # y_pred was computed before optimizer.step(): the logged numbers describe the
+                (loss if share is None else loss * share).backward()
+                # Both were computed before optimizer.step(): the logged numbers describe the
                 # weights as they were at the start of the step.
-                trackers[0].update(loss.item(), sample_weight=len(x_batch))
-                for m in trackers[1:]:
-                    m.update(y_batch, y_pred.detach())
+                losses.append(loss.detach())
+                if metric_objects:
+                    predictions.append(y_pred.detach())
             optimizer.step()
-            log.add_batch(
-                epoch=epoch,
-                step=step,
-                size=step_size,
-                batch={m.name: (m.total - t) / (m.count - c) for m, (t, c) in zip(trackers, before)},
-                running={m.name: m.result() for m in trackers},
-            )
-        log.end_epoch(log.batches[-1].running)
+        _log_epoch(log, epoch, steps, torch.stack(losses).tolist(), y_epoch,
+                   torch.cat(predictions) if metric_objects else None, metric_objects)
     return log
+
+
+def _log_epoch(log, epoch, steps, losses, y_epoch, predictions, metric_objects) -> None:
+    """Turn one epoch's losses and predictions into the log: batch values and running means.
+
+    Every key is a running total over a running count, in float64: the loss adds batch loss
+    times batch size, a metric its per-sample values. A step's own value is what the step added
+    to the total over what it added to the count (with accumulation, over all its micro-batches).
+    (Plain Python floats: for a few dozen numbers they cost less than NumPy calls.)
+    """
+    batches = [batch for group in steps for batch in group]
+    sizes = [float(batch.stop - batch.start) for batch in batches]
+    for index, value in enumerate(losses):
+        if not math.isfinite(value):
+            raise ValueError(
+                f"the loss is {value} in epoch {epoch}, micro-batch {index} (of {len(losses)}): "
+                "training diverged or the data holds NaN/inf; lower the learning rate or check the data"
+            )
+    # Each key's running (total, count) after every micro-batch, summed in order.
+    running_sums = {"loss": _running([loss * size for loss, size in zip(losses, sizes)], sizes)}
+    for metric in metric_objects:
+        metric.reset()
+        if hasattr(metric, "per_sample") and hasattr(metric, "add_values"):  # a companion metric: one call
+            per_sample = metric.per_sample(y_epoch, predictions)
+            metric.add_values(per_sample)  # the metric ends the epoch holding the epoch's data
+            sums = np.add.reduceat(per_sample, [batch.start for batch in batches]).tolist()
+            running_sums[metric.name] = _running(sums, sizes)
+        else:  # callables and other metric objects: one update per micro-batch, in order
+            states = []
+            for batch in batches:
+                metric.update(y_epoch[batch], predictions[batch])
+                states.append((metric.total, metric.count))
+            running_sums[metric.name] = states
+    # Read at the last micro-batch of each step; a step's value is what it added over its count.
+    ends, end = [], -1
+    for group in steps:
+        end += len(group)
+        ends.append(end)
+    step_sizes = [sum(batch.stop - batch.start for batch in group) for group in steps]
+    batch_values, running_values = {}, {}
+    for key, states in running_sums.items():
+        at_ends = [states[end] for end in ends]
+        previous = [(0.0, 0.0), *at_ends[:-1]]
+        batch_values[key] = [(t - t0) / (c - c0) for (t, c), (t0, c0) in zip(at_ends, previous)]
+        running_values[key] = [t / c for t, c in at_ends]
+    log.add_steps(epoch=epoch, sizes=step_sizes, batch=batch_values, running=running_values)
+    log.end_epoch({key: values[-1] for key, values in running_values.items()})
+
+
+def _running(totals: list[float], counts: list[float]) -> list[tuple[float, float]]:
+    """Running sums of two lists, added in order: [(t0, c0), (t0 + t1, c0 + c1), ...]."""
+    states, total, count = [], 0.0, 0.0
+    for t, c in zip(totals, counts):
+        total += t
+        count += c
+        states.append((total, count))
+    return states
 
 
 class _CallableMetric(Mean):
@@ -184,10 +251,9 @@ def _as_tensor(name: str, value, torch, device, length: int | None = None):
     return tensor.to(device)
 
 
-def _check_shapes(loss_fn, y_pred, y_batch) -> None:
-    if type(loss_fn).__name__ in _ELEMENTWISE_LOSSES and y_pred.shape != y_batch.shape:
-        raise ValueError(
-            f"y has shape {tuple(y_batch.shape)[1:]} per sample but the model predicts "
-            f"{tuple(y_pred.shape)[1:]}: {type(loss_fn).__name__} would broadcast them against "
-            "each other and average the wrong pairs; reshape y to the prediction's shape"
-        )
+def _refuse_shapes(loss_fn, y_pred, y_batch) -> None:
+    raise ValueError(
+        f"y has shape {tuple(y_batch.shape)[1:]} per sample but the model predicts "
+        f"{tuple(y_pred.shape)[1:]}: {type(loss_fn).__name__} would broadcast them against "
+        "each other and average the wrong pairs; reshape y to the prediction's shape"
+    )

@@ -7,6 +7,8 @@ message names the offending argument, before any training starts.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -277,3 +279,170 @@ def test_distributed_demos_reject_bad_timeouts(timeout):
     from companion import distributed
 
     assert_rejected(lambda: distributed.run_torch_ddp_demo(timeout=timeout), "timeout")
+
+
+# --- the plotting functions: bad arrays and keyword values ---------------------------------------
+
+CURVE = np.array([0.5, 0.4, 0.45, 0.42])
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    # A call that wrongly accepts its input draws a figure; close it so the failure is the report.
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
+@FAST
+@given(case=st.one_of(array_cases(CURVE, "loss"), array_cases(CURVE, "accuracy"),
+                      st.tuples(st.just("mark_epoch"), st.one_of(st.integers(max_value=-1), st.integers(min_value=4),
+                                                                 st.floats(), st.text(max_size=2)))))
+def test_plot_loss_and_accuracy_rejects_bad_input(case):
+    from companion.plotting import plot_loss_and_accuracy
+
+    arguments = {"loss": CURVE, "accuracy": CURVE + 0.3, "mark_epoch": None}
+    name, value = case
+    arguments[name] = value
+    assert_rejected(lambda: plot_loss_and_accuracy(**arguments), name)
+
+
+@FAST
+@given(case=st.one_of(array_cases(CURVE, "margins"), array_cases(CURVE, "losses"),
+                      st.tuples(st.just("num_classes"), not_a_positive_int)))
+def test_plot_loss_vs_margin_rejects_bad_input(case):
+    from companion.plotting import plot_loss_vs_margin
+
+    arguments = {"margins": CURVE, "losses": CURVE, "num_classes": 10}
+    name, value = case
+    arguments[name] = value
+    # A length mismatch is reported against the first array: either name may appear.
+    with pytest.raises((ValueError, TypeError)) as error:
+        plot_loss_vs_margin(arguments.pop("margins"), arguments.pop("losses"), **arguments)
+    names = ("margins", "losses") if name in ("margins", "losses") else (name,)
+    assert any(n in str(error.value) for n in names), str(error.value)
+
+
+def lone_array_cases(reference: np.ndarray, name: str):
+    """Bad versions of an array that has no partner to match in length: empty or non-finite."""
+    return st.one_of(st.tuples(st.just(name), st.just(reference[:0])), st.tuples(st.just(name), poisoned(reference)))
+
+
+@FAST
+@given(case=st.one_of(lone_array_cases(np.array([0.75, 1.0, 0.75, 0.5]), "batch_accuracies"),
+                      st.tuples(st.just("batch_size"), not_a_positive_int),
+                      st.tuples(st.just("accuracy"), not_a_fraction.filter(lambda v: v not in (0, 1)))))
+def test_plot_batch_accuracy_histogram_rejects_bad_input(case):
+    from companion.plotting import plot_batch_accuracy_histogram
+
+    arguments = {"batch_accuracies": np.array([0.75, 1.0, 0.75, 0.5]), "batch_size": 4, "accuracy": 0.8}
+    name, value = case
+    arguments[name] = value
+    assert_rejected(lambda: plot_batch_accuracy_histogram(arguments.pop("batch_accuracies"), **arguments), name)
+
+
+@FAST
+@given(key=st.text(max_size=4).filter(lambda k: k != "loss"),
+       evaluations=st.one_of(st.none(), st.sampled_from([0, 1, 3]).map(lambda n: [0.5] * n), st.just([np.nan, 0.5]),
+                             st.just([[0.5], [0.5]]), st.just(["a", "b"])))
+def test_plot_epoch_numbers_rejects_bad_keys_and_evaluations(key, evaluations):
+    from companion.plotting import plot_epoch_numbers
+    from companion.training_log import TrainingLog
+
+    log = TrainingLog(keys=("loss",))
+    for epoch in range(2):
+        log.add_steps(epoch=epoch, sizes=[4, 1], batch={"loss": [1.0, 2.0]}, running={"loss": [1.0, 1.2]})
+        log.end_epoch({"loss": 1.2})
+    with pytest.raises(KeyError, match="key must be one of"):
+        plot_epoch_numbers(log, key)
+    if evaluations is not None:  # not one finite number per epoch
+        assert_rejected(lambda: plot_epoch_numbers(log, "loss", evaluations=evaluations), "evaluations")
+    assert_rejected(lambda: plot_epoch_numbers(log.history, "loss"), "log")
+
+
+# --- the framework gradient functions -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gradient_models():
+    keras = pytest.importorskip("keras")
+    torch = pytest.importorskip("torch")
+    from companion import models
+
+    return {"tf": (models.keras_mlp(X.shape[1], hidden=(4,)), keras.losses.MeanSquaredError()),
+            "torch": (models.torch_mlp(X.shape[1], hidden=(4,)), torch.nn.MSELoss())}
+
+
+@FAST
+@given(case=bad_data_cases(), framework=st.sampled_from(["tf", "torch"]),
+       function=st.sampled_from(["per_example_gradients", "batch_gradients"]))
+def test_gradient_functions_reject_bad_data(gradient_models, case, framework, function):
+    from companion import gradients
+
+    model, loss_fn = gradient_models[framework]
+    arguments = {"x": X, "y": Y}
+    name, value = case
+    arguments[name] = value  # every case is refused before any gradient is computed
+    call = getattr(gradients, f"{framework}_{function}")
+    assert_rejected(lambda: call(model, arguments["x"], arguments["y"], loss_fn=loss_fn), name)
+
+
+@FAST
+@given(name=st.sampled_from(["reduction", "layout"]), value=st.one_of(st.text(max_size=5), st.none(), st.integers()))
+def test_gradient_functions_reject_bad_keywords(gradient_models, name, value):
+    from companion import gradients
+
+    model, loss_fn = gradient_models["torch"]
+    if value in ("mean", "sum", "torch", "keras"):
+        return
+    assert_rejected(lambda: gradients.torch_batch_gradients(model, X[:8], Y[:8], loss_fn=loss_fn, **{name: value}), name)
+    if name == "reduction":
+        keras_model, keras_loss = gradient_models["tf"]
+        assert_rejected(lambda: gradients.tf_batch_gradients(keras_model, X[:8], Y[:8], loss_fn=keras_loss,
+                                                             reduction=value), name)
+
+
+# --- the streaming metrics' per-sample values and the log's bulk steps -----------------------------
+
+
+@FAST
+@given(case=array_cases(np.linspace(0.0, 1.0, 8), "values"))
+def test_add_values_rejects_bad_arrays(case):
+    from companion.metrics import MeanSquaredError
+
+    _, value = case
+    metric = MeanSquaredError()
+    metric.add_values(np.linspace(0.0, 1.0, 8))
+    before = (metric.total, metric.count)
+    if value.size and np.all(np.isfinite(value)):  # a shorter array is still valid here...
+        value = value.reshape(1, -1)  # ...but not as a row
+    assert_rejected(lambda: metric.add_values(value), "values")
+    assert (metric.total, metric.count) == before
+
+
+@FAST
+@given(case=st.one_of(array_cases(Y[:8, 0].astype(np.float64), "y_true"), array_cases(Y[:8, 0].astype(np.float64), "y_pred")))
+def test_per_sample_rejects_bad_arrays(case):
+    from companion.metrics import MeanAbsoluteError, MeanSquaredError
+
+    name, value = case
+    arguments = {"y_true": Y[:8, 0].astype(np.float64), "y_pred": Y[:8, 0] + 0.1}
+    arguments[name] = value
+    for metric in (MeanSquaredError(), MeanAbsoluteError()):
+        with pytest.raises((ValueError, TypeError)) as error:
+            metric.per_sample(arguments["y_true"], arguments["y_pred"])
+        assert "y_true" in str(error.value) or "y_pred" in str(error.value), str(error.value)
+
+
+@FAST
+@given(steps=st.integers(1, 4), wrong=st.integers(0, 6), which=st.sampled_from(["batch", "running"]))
+def test_add_steps_rejects_columns_of_the_wrong_length(steps, wrong, which):
+    from companion.training_log import TrainingLog
+
+    if wrong == steps:
+        wrong = steps + 1
+    columns = {"batch": {"loss": [1.0] * steps}, "running": {"loss": [1.0] * steps}}
+    columns[which] = {"loss": [1.0] * wrong}
+    log = TrainingLog(keys=("loss",))
+    assert_rejected(lambda: log.add_steps(epoch=0, sizes=[1] * steps, **columns), which)
+    assert log.batches == []

@@ -6,7 +6,6 @@ The frameworks are imported lazily (fixtures), so the NumPy tests run without th
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import numpy as np
@@ -39,12 +38,6 @@ def labelled_logits(draw, max_samples=40, max_classes=6):
     logits = draw(arrays(np.float64, (n, c), elements=st.floats(-8, 8)))
     labels = draw(arrays(np.int64, n, elements=st.integers(0, c - 1)))
     return labels, logits
-
-
-def test_doctests():
-    for module in (companion.calibration, companion.digits):
-        failures, tried = doctest.testmod(module, raise_on_error=False)
-        assert tried > 0 and failures == 0, module.__name__
 
 
 # ---------------------------------------------------------------- margins and cross-entropy

@@ -142,12 +142,3 @@ def test_reliability_diagram_draws_one_bar_per_filled_bin():
 def test_reliability_diagram_needs_a_diagram():
     with pytest.raises(TypeError, match="diagram"):
         plot_reliability_diagram({"ece": 0.1})
-
-
-def test_doctests():
-    import doctest
-
-    import companion.plotting
-
-    failures, tried = doctest.testmod(companion.plotting, raise_on_error=False)
-    assert tried > 0 and failures == 0

@@ -70,6 +70,19 @@ def test_importing_any_module_loads_no_framework(module):
     assert run_python(code).strip() == "[]", f"importing companion.{module} imported a framework"
 
 
+@pytest.mark.parametrize("module", MODULES)
+def test_docstring_examples_run(module):
+    # An example a reader copies from a docstring must run; `# doctest: +SKIP` marks only the
+    # ones that write files or start processes, line by line.
+    import doctest
+    import importlib
+
+    failures, tried = doctest.testmod(importlib.import_module(f"companion.{module}"), raise_on_error=False)
+    assert failures == 0, f"{failures} of {tried} docstring examples of companion.{module} failed"
+    if module in ("metrics", "tf_loop", "torch_loop", "training_log", "calibration", "diagnose", "plotting"):
+        assert tried > 0, f"companion.{module} lost its docstring examples"
+
+
 def test_import_companion_is_fast():
     # Best of three fresh interpreters, so a cold disk cache on the first one does not count.
     timings = [json.loads(run_python(IMPORT_PROBE.format(frameworks=FRAMEWORKS)))["seconds"] for _ in range(3)]

@@ -84,6 +84,49 @@ def test_callable_metric_and_tensor_input():
     assert log.history["max_error"][0] == pytest.approx(np.dot(batch_maxima, sizes) / len(X), rel=1e-6)
 
 
+class _BatchByBatch:
+    """A metric object without ``per_sample``: the loop must update it batch by batch."""
+
+    def __init__(self, metric):
+        self.metric, self.name = metric, metric.name
+        self.update, self.result, self.reset = metric.update, metric.result, metric.reset
+
+    total = property(lambda self: self.metric.total)
+    count = property(lambda self: self.metric.count)
+
+
+@pytest.mark.parametrize("accumulation_steps, shuffle", [(1, False), (3, True)])
+def test_once_per_epoch_metric_equals_batch_by_batch_updates(accumulation_steps, shuffle):
+    # The loop reads a companion metric once per epoch (per_sample on all the predictions) and
+    # any other metric object batch by batch; both must log the same numbers.
+    def squared_error(y_true, y_pred):
+        return float(((y_true.double() - y_pred.double()) ** 2).mean())
+
+    once, by_batch = metrics.MeanSquaredError(name="mse"), _BatchByBatch(metrics.MeanSquaredError(name="mse_by_batch"))
+    assert hasattr(once, "per_sample") and not hasattr(by_batch, "per_sample")
+    model, optimizer = fresh(lr=0.1)
+    log = torch_loop.train(model, X, Y, loss_fn=torch.nn.MSELoss(), optimizer=optimizer, batch_size=BATCH,
+                           epochs=2, metrics=[once, by_batch, squared_error], shuffle=shuffle, seed=1,
+                           accumulation_steps=accumulation_steps)
+    for kind in ("batch", "running"):
+        reference = log.series("mse", kind=kind)
+        for key in ("mse_by_batch", "squared_error"):
+            np.testing.assert_allclose(log.series(key, kind=kind), reference, rtol=1e-12, err_msg=f"{key} {kind}")
+    # The loss and the MSE metric are the same function of the same predictions.
+    np.testing.assert_allclose(log.series("loss"), log.series("mse"), rtol=1e-6)
+    # Each metric object ends holding the last epoch's data, as after batch-by-batch updates.
+    assert once.count == by_batch.count == len(X)
+    assert once.result() == pytest.approx(by_batch.result(), rel=1e-12)
+    assert once.result() == pytest.approx(log.history["mse"][-1], rel=1e-12)
+
+
+def test_a_diverging_loss_is_reported_with_its_epoch_and_batch():
+    model, optimizer = fresh(lr=1e3)
+    with pytest.raises(ValueError, match=r"the loss is (nan|inf) in epoch \d+, micro-batch \d+"):
+        torch_loop.train(model, X, Y * 1e30, loss_fn=torch.nn.MSELoss(), optimizer=optimizer,
+                         batch_size=BATCH, epochs=3)
+
+
 def test_shuffle_is_reproducible_from_seed():
     runs = []
     for seed in (5, 5, 6):

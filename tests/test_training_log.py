@@ -34,6 +34,41 @@ def test_training_log_series_and_history():
         TrainingLog(keys=("loss", "loss"))
 
 
+def test_add_steps_is_add_batch_for_a_whole_epoch():
+    one_by_one = make_log()
+    at_once = TrainingLog(keys=("loss", "mse"))
+    for epoch in range(2):
+        at_once.add_steps(epoch=epoch, sizes=np.array([4, 1]), batch={"loss": [2.0, 5.0], "mse": [1.0, 2.5]},
+                          running={"loss": np.array([2.0 + epoch, 5.0 + epoch]), "mse": [2.0, 5.0]})
+        at_once.end_epoch({"loss": 5.0 + epoch, "mse": 5.0})
+    assert at_once.batches == one_by_one.batches
+    assert at_once.history == one_by_one.history
+    assert all(type(r.size) is int and type(r.batch["loss"]) is float for r in at_once.batches)
+    # Steps added either way keep their order.
+    at_once.add_batch(epoch=2, step=0, size=3, batch={"loss": 1.0, "mse": 1.0}, running={"loss": 1.0, "mse": 1.0})
+    at_once.add_steps(epoch=3, sizes=[3], batch={"loss": [0.5], "mse": [0.5]}, running={"loss": [0.5], "mse": [0.5]})
+    assert [(r.epoch, r.step) for r in at_once.batches] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (3, 0)]
+    assert at_once.series("loss", epoch=3).tolist() == [0.5]
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(batch={"loss": [1.0]}), r"batch must be a dict with the keys \('loss', 'mse'\)"),
+        (dict(running=[1.0, 2.0]), "running must be a dict"),
+        (dict(batch={"loss": [1.0], "mse": [1.0, 2.0]}), r"batch\['loss'\] has 1 values for 2 steps"),
+    ],
+)
+def test_add_steps_refuses_bad_input_by_name(kwargs, pattern):
+    arguments = dict(epoch=0, sizes=[4, 1], batch={"loss": [1.0, 2.0], "mse": [1.0, 2.0]},
+                     running={"loss": [1.0, 2.0], "mse": [1.0, 2.0]})
+    arguments.update(kwargs)
+    log = TrainingLog(keys=("loss", "mse"))
+    with pytest.raises(ValueError, match=pattern):
+        log.add_steps(**arguments)
+    assert log.batches == []
+
+
 def test_batch_indices_keep_the_short_last_batch():
     batches = batching.batch_indices(10, 4)
     assert [b.tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
