@@ -35,17 +35,31 @@ def boolean(name: str, value) -> bool:
     return bool(value)
 
 
-def data_array(name: str, value, *, length: int | None = None, length_of: str = "x") -> np.ndarray:
-    """A finite numeric array with at least one sample (and ``length`` samples, if given)."""
-    if hasattr(value, "detach"):  # a torch tensor, converted without importing torch
-        value = value.detach().cpu().numpy()
-    elif hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # a TF eager tensor
+def to_numpy(name: str, value) -> np.ndarray:
+    """``value`` as a NumPy array: PyTorch and TensorFlow tensors (without importing either),
+    their bfloat16 as float32 (which holds every bfloat16 value exactly), lists, numbers."""
+    if hasattr(value, "detach"):  # a PyTorch tensor: leave autograd and the GPU first
+        value = value.detach().cpu()
+        try:
+            value = value.numpy()
+        except TypeError:  # bfloat16 and other dtypes NumPy lacks
+            value = value.float().numpy()
+    elif hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # a TensorFlow tensor
         value = value.numpy()
     try:
         array = np.asarray(value)
-    except Exception as error:  # e.g. ragged nested lists
+    except (TypeError, ValueError) as error:  # e.g. ragged nested lists
         raise TypeError(f"{name} must be array-like, got {type(value).__name__}: {error}") from None
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+    if array.dtype.kind == "V" and "float" in array.dtype.name:
+        # TensorFlow's bfloat16 arrives as an ml_dtypes type that NumPy calls kind "V".
+        array = array.astype(np.float32)
+    return array
+
+
+def data_array(name: str, value, *, length: int | None = None, length_of: str = "x") -> np.ndarray:
+    """A finite real array with at least one sample (and ``length`` samples, if given)."""
+    array = to_numpy(name, value)
+    if array.dtype.kind not in "biuf":  # not complex, strings or objects
         raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
     if array.ndim == 0:
         raise ValueError(f"{name} must have a sample axis, got a scalar of shape ()")
@@ -82,3 +96,25 @@ def non_negative_number(name: str, value) -> float:
     if not np.isfinite(number) or number < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return number
+
+
+def class_indices(y_true: np.ndarray) -> np.ndarray:
+    """Class labels as int64 of shape (N,), from (N,) or (N, 1) integers >= 0 of any numeric dtype."""
+    if y_true.ndim == 2 and y_true.shape[1] > 1:
+        raise ValueError(
+            f"y_true must hold class indices of shape (N,) or (N, 1), got shape {y_true.shape}; "
+            f"for one-hot labels pass y_true.argmax(axis=-1)"
+        )
+    if y_true.ndim == 0 or y_true.ndim > 2:
+        raise ValueError(
+            f"y_true must hold class indices of shape (N,) or (N, 1), got shape {y_true.shape}"
+        )
+    labels = y_true.reshape(-1).astype(np.float64)
+    bad = (labels < 0) | (labels != np.round(labels))
+    if np.any(bad):
+        first = y_true.reshape(-1)[bad][0].item()
+        raise ValueError(
+            f"y_true must hold class indices (integers >= 0), got {first!r} among "
+            f"{int(bad.sum())} invalid label(s) (dtype {y_true.dtype})"
+        )
+    return labels.astype(np.int64)

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from companion import _validation as check
-from companion.metrics import _class_indices
 
 __all__ = [
     "ReliabilityDiagram",
@@ -169,7 +168,7 @@ def _labels_and_scores(y_true, scores, name: str) -> tuple[np.ndarray, np.ndarra
         raise ValueError(
             f"{name} must have shape (N, C) with C >= 2 classes, got shape {values.shape}"
         )
-    labels = _class_indices(check.data_array("y_true", y_true, length=len(values), length_of=name))
+    labels = check.class_indices(check.data_array("y_true", y_true, length=len(values), length_of=name))
     if np.any(labels >= values.shape[1]):
         raise ValueError(
             f"y_true holds class {int(labels.max())} but {name} has {values.shape[1]} classes "

@@ -136,24 +136,13 @@ def diagnose(y_true, y_pred, *, x=None, shown=None, metric=None) -> list[Finding
 
 def _as_array(name: str, value, *, length=None, length_of="y_true") -> tuple[np.ndarray, str]:
     """A private NumPy copy of ``value`` and the name of its original dtype."""
-    if hasattr(value, "detach"):  # a PyTorch tensor, without importing torch
-        tensor = value.detach().cpu()
-        dtype = str(tensor.dtype).removeprefix("torch.")
-        try:
-            value = tensor.numpy()
-        except TypeError:  # bfloat16 has no NumPy dtype
-            value = tensor.float().numpy()
+    if hasattr(value, "detach"):  # a PyTorch tensor: its dtype before any conversion
+        dtype = str(value.dtype).removeprefix("torch.")
     elif hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # TF tensor or variable
-        value = value.numpy()
-        dtype = np.asarray(value).dtype.name
+        dtype = getattr(value.dtype, "name", None) or str(value.dtype)  # tf.DType or a Keras dtype string
     else:
         dtype = None
-    try:
-        array = np.array(value, copy=True)  # a copy: nothing below can touch the caller's data
-    except (TypeError, ValueError) as error:  # e.g. ragged nested lists
-        raise TypeError(f"{name} must be array-like, got {type(value).__name__}: {error}") from None
-    if array.dtype.kind == "V" and "float" in array.dtype.name:  # TF's bfloat16 (ml_dtypes)
-        array = array.astype(np.float32)
+    array = np.array(check.to_numpy(name, value), copy=True)  # a copy: nothing below touches the caller's data
     dtype = dtype or array.dtype.name
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype} (shape {array.shape})")

@@ -48,11 +48,12 @@ Inputs can be NumPy arrays, Python numbers or lists, TensorFlow tensors (anythin
 
 from __future__ import annotations
 
+import math
 import numbers
 
-import math
-
 import numpy as np
+
+from companion import _validation as check
 
 __all__ = ["Accuracy", "Mean", "MeanAbsoluteError", "MeanSquaredError"]
 
@@ -267,7 +268,7 @@ class Accuracy(_RunningMean):
     def per_sample(self, y_true, y_pred) -> np.ndarray:
         """1.0 for each sample predicted right, 0.0 otherwise (float64, shape (N,)): the values
         ``update`` adds up. It checks its input as ``update`` does and changes no state."""
-        y_true = _class_indices(_as_array("y_true", y_true))
+        y_true = check.class_indices(_as_array("y_true", y_true))
         y_pred = _as_array("y_pred", y_pred)
         if y_pred.ndim == 0 or y_pred.ndim > 2:
             raise ValueError(
@@ -317,21 +318,7 @@ class Accuracy(_RunningMean):
 
 def _as_array(name: str, value) -> np.ndarray:
     """``value`` as a non-empty, finite, numeric NumPy array (its dtype kept)."""
-    if hasattr(value, "detach"):  # a PyTorch tensor: leave autograd and the GPU first
-        value = value.detach().cpu()
-        try:
-            value = value.numpy()
-        except TypeError:  # bfloat16 and other dtypes NumPy lacks
-            value = value.float().numpy()
-    elif hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # a TensorFlow tensor
-        value = value.numpy()
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as error:  # e.g. ragged nested lists
-        raise TypeError(f"{name} must be array-like, got {type(value).__name__}: {error}") from None
-    if array.dtype.kind == "V" and "float" in array.dtype.name:
-        # TensorFlow's bfloat16 arrives as an ml_dtypes type that NumPy calls kind "V".
-        array = array.astype(np.float64)
+    array = check.to_numpy(name, value)
     if array.dtype.kind not in "biuf":
         raise TypeError(
             f"{name} must hold real numbers, got dtype {array.dtype} (shape {array.shape})"
@@ -389,27 +376,6 @@ def _same_shape(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.
             f"label with every prediction"
         )
     return y_true, y_pred
-
-
-def _class_indices(y_true: np.ndarray) -> np.ndarray:
-    if y_true.ndim == 2 and y_true.shape[1] > 1:
-        raise ValueError(
-            f"y_true must hold class indices of shape (N,) or (N, 1), got shape {y_true.shape}; "
-            f"for one-hot labels pass y_true.argmax(axis=-1)"
-        )
-    if y_true.ndim == 0 or y_true.ndim > 2:
-        raise ValueError(
-            f"y_true must hold class indices of shape (N,) or (N, 1), got shape {y_true.shape}"
-        )
-    labels = y_true.reshape(-1).astype(np.float64)
-    bad = (labels < 0) | (labels != np.round(labels))
-    if np.any(bad):
-        first = y_true.reshape(-1)[bad][0].item()
-        raise ValueError(
-            f"y_true must hold class indices (integers >= 0), got {first!r} among "
-            f"{int(bad.sum())} invalid label(s) (dtype {y_true.dtype})"
-        )
-    return labels.astype(np.int64)
 
 
 def _sample_weights(sample_weight, n: int, of: str, shape: tuple) -> np.ndarray | None:

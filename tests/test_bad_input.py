@@ -446,3 +446,31 @@ def test_add_steps_rejects_columns_of_the_wrong_length(steps, wrong, which):
     log = TrainingLog(keys=("loss",))
     assert_rejected(lambda: log.add_steps(epoch=0, sizes=[1] * steps, **columns), which)
     assert log.batches == []
+
+
+# --- the shared array conversion: every public function's arrays go through it --------------------
+
+
+@pytest.mark.parametrize("value", [np.array([1 + 2j, 3.0]), np.array(["a", "b"]), np.array([object(), 1], dtype=object)])
+def test_complex_strings_and_objects_are_refused_by_name(value):
+    from companion import _validation
+
+    assert_rejected(lambda: _validation.data_array("x", value), "x")
+
+
+def test_tensors_of_every_float_width_convert_exactly():
+    torch = pytest.importorskip("torch")
+    from companion import _validation
+
+    values = [0.5, -1.25, 3.0]
+    for dtype in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
+        array = _validation.data_array("x", torch.tensor(values, dtype=dtype, requires_grad=True) * 1)
+        assert array.tolist() == values, dtype
+
+
+def test_tensorflow_bfloat16_converts_exactly():
+    tf = pytest.importorskip("tensorflow")
+    from companion import _validation
+
+    array = _validation.data_array("x", tf.constant([0.5, -1.25, 3.0], dtype=tf.bfloat16))
+    assert array.dtype == np.float32 and array.tolist() == [0.5, -1.25, 3.0]
