@@ -27,13 +27,21 @@ ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"tf_ratio": 1.2, "torch_ratio": 1.0, "import_s": 0.3, "notebook_s": 30.0}
 
 
-def per_epoch(run, repeats: int) -> float:
-    """Seconds per extra epoch: (T(1 + E) - T(1)) / E, so tracing and set-up cancel out."""
+def per_epoch(reference, candidate, repeats: int) -> tuple[float, float]:
+    """Seconds per extra epoch of two runs: (T(1 + E) - T(1)) / E, so tracing and set-up cancel.
+
+    The two alternate, run by run, so a slow spell of the machine (another process, a thread
+    pool still spinning from the previous benchmark) falls on both and not on one of them.
+    """
     extra = 10
-    run(1)  # warm caches and imports
-    short = min(run(1) for _ in range(repeats))
-    long = min(run(1 + extra) for _ in range(repeats))
-    return (long - short) / extra
+    for run in (reference, candidate):
+        run(1)  # warm caches and imports
+    short, long = {0: [], 1: []}, {0: [], 1: []}
+    for _ in range(repeats):
+        for index, run in enumerate((reference, candidate)):
+            short[index].append(run(1))
+            long[index].append(run(1 + extra))
+    return tuple((min(long[i]) - min(short[i])) / extra for i in (0, 1))
 
 
 def bench_tf(repeats: int) -> tuple[float, float]:
@@ -58,7 +66,7 @@ def bench_tf(repeats: int) -> tuple[float, float]:
                       metrics=[keras.metrics.MeanSquaredError(name="mse")], batch_size=32, epochs=epochs)
         return time.perf_counter() - start
 
-    return per_epoch(fit, repeats), per_epoch(loop, repeats)
+    return per_epoch(fit, loop, repeats)
 
 
 def torch_cases():
@@ -130,7 +138,7 @@ def bench_torch(repeats: int, case) -> tuple[float, float]:
                          batch_size=32, epochs=epochs)
         return time.perf_counter() - start
 
-    return per_epoch(plain, repeats), per_epoch(loop, repeats)
+    return per_epoch(plain, loop, repeats)
 
 
 def bench_import(repeats: int) -> float:
