@@ -4,7 +4,10 @@ Each metric has the three-verb life of ``keras.metrics`` and torchmetrics: ``upd
 a batch, ``result()`` reads the metric, ``reset()`` empties it (a training loop resets at the
 start of every epoch). The state is two public numbers: ``total``, the weighted sum of the
 per-sample values seen so far, and ``count``, the sum of their weights (the number of samples
-when there are no weights). ``result()`` is ``total / count``.
+when there are no weights). ``result()`` is ``total / count``. The error metrics and
+``Accuracy`` also show their per-sample values without adding them (``per_sample(y_true,
+y_pred)``), and ``add_values`` adds such values: ``companion.torch_loop`` computes an epoch's
+values once and both logs every batch and fills the metric from them.
 
 Because the state is a sum over samples, the result is the per-sample mean over everything
 seen, however the data was cut into batches. It is *not* the mean of the batch means, which
