@@ -48,7 +48,7 @@ def to_numpy(name: str, value) -> np.ndarray:
         value = value.numpy()
     try:
         array = np.asarray(value)
-    except (TypeError, ValueError) as error:  # e.g. ragged nested lists
+    except Exception as error:  # ragged nested lists, or an object whose __array__ fails
         raise TypeError(f"{name} must be array-like, got {type(value).__name__}: {error}") from None
     if array.dtype.kind == "V" and "float" in array.dtype.name:
         # TensorFlow's bfloat16 arrives as an ml_dtypes type that NumPy calls kind "V".

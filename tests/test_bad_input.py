@@ -474,3 +474,13 @@ def test_tensorflow_bfloat16_converts_exactly():
 
     array = _validation.data_array("x", tf.constant([0.5, -1.25, 3.0], dtype=tf.bfloat16))
     assert array.dtype == np.float32 and array.tolist() == [0.5, -1.25, 3.0]
+
+
+def test_an_object_that_fails_to_convert_is_refused_by_name():
+    from companion import _validation
+
+    class Broken:
+        def __array__(self, dtype=None, copy=None):
+            raise RuntimeError("cannot convert")
+
+    assert_rejected(lambda: _validation.data_array("y_pred", Broken()), "y_pred")
