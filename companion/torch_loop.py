@@ -26,6 +26,7 @@ compared key by key:
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -114,10 +115,9 @@ def train(
     # backward() adds to .grad: weighting each micro-batch's mean loss by its share of the step's
     # samples makes the sum the mean gradient over all of them. A step of one micro-batch needs
     # no weight.
-    plan = []
-    for group in steps:
-        step_size = sum(batch.stop - batch.start for batch in group)
-        plan.append([(batch, None if len(group) == 1 else (batch.stop - batch.start) / step_size) for batch in group])
+    layout = _Layout(steps)
+    plan = [[(batch, None if len(group) == 1 else (batch.stop - batch.start) / step_size) for batch in group]
+            for group, step_size in zip(steps, layout.step_sizes)]
     compare_shapes = type(loss_fn).__name__ in _ELEMENTWISE_LOSSES
     for epoch in range(epochs):
         model.train()
@@ -147,12 +147,23 @@ def train(
                 if metric_objects:
                     predictions.append(y_pred.detach())
             optimizer.step()
-        _log_epoch(log, epoch, steps, torch.stack(losses).tolist(), y_epoch,
+        _log_epoch(log, epoch, layout, torch.stack(losses).tolist(), y_epoch,
                    torch.cat(predictions) if metric_objects else None, metric_objects)
     return log
 
 
-def _log_epoch(log, epoch, steps, losses, y_epoch, predictions, metric_objects) -> None:
+class _Layout:
+    """How an epoch is cut, the same every epoch: micro-batches, and where each step ends."""
+
+    def __init__(self, steps: list[list[slice]]):
+        self.batches = [batch for group in steps for batch in group]
+        self.starts = [batch.start for batch in self.batches]
+        self.sizes = [float(batch.stop - batch.start) for batch in self.batches]
+        self.step_sizes = [sum(batch.stop - batch.start for batch in group) for group in steps]
+        self.ends = [index - 1 for index in itertools.accumulate(len(group) for group in steps)]
+
+
+def _log_epoch(log, epoch, layout, losses, y_epoch, predictions, metric_objects) -> None:
     """Turn one epoch's losses and predictions into the log: batch values and running means.
 
     Every key is a running total over a running count, in float64: the loss adds batch loss
@@ -160,8 +171,7 @@ def _log_epoch(log, epoch, steps, losses, y_epoch, predictions, metric_objects) 
     to the total over what it added to the count (with accumulation, over all its micro-batches).
     (Plain Python floats: for a few dozen numbers they cost less than NumPy calls.)
     """
-    batches = [batch for group in steps for batch in group]
-    sizes = [float(batch.stop - batch.start) for batch in batches]
+    sizes = layout.sizes
     for index, value in enumerate(losses):
         if not math.isfinite(value):
             raise ValueError(
@@ -175,27 +185,22 @@ def _log_epoch(log, epoch, steps, losses, y_epoch, predictions, metric_objects) 
         if hasattr(metric, "per_sample") and hasattr(metric, "add_values"):  # a companion metric: one call
             per_sample = metric.per_sample(y_epoch, predictions)
             metric.add_values(per_sample)  # the metric ends the epoch holding the epoch's data
-            sums = np.add.reduceat(per_sample, [batch.start for batch in batches]).tolist()
+            sums = np.add.reduceat(per_sample, layout.starts).tolist()
             running_sums[metric.name] = _running(sums, sizes)
         else:  # callables and other metric objects: one update per micro-batch, in order
             states = []
-            for batch in batches:
+            for batch in layout.batches:
                 metric.update(y_epoch[batch], predictions[batch])
                 states.append((metric.total, metric.count))
             running_sums[metric.name] = states
     # Read at the last micro-batch of each step; a step's value is what it added over its count.
-    ends, end = [], -1
-    for group in steps:
-        end += len(group)
-        ends.append(end)
-    step_sizes = [sum(batch.stop - batch.start for batch in group) for group in steps]
     batch_values, running_values = {}, {}
     for key, states in running_sums.items():
-        at_ends = [states[end] for end in ends]
+        at_ends = [states[end] for end in layout.ends]
         previous = [(0.0, 0.0), *at_ends[:-1]]
         batch_values[key] = [(t - t0) / (c - c0) for (t, c), (t0, c0) in zip(at_ends, previous)]
         running_values[key] = [t / c for t, c in at_ends]
-    log.add_steps(epoch=epoch, sizes=step_sizes, batch=batch_values, running=running_values)
+    log.add_steps(epoch=epoch, sizes=layout.step_sizes, batch=batch_values, running=running_values)
     log.end_epoch({key: values[-1] for key, values in running_values.items()})
 
 
