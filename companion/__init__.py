@@ -7,11 +7,11 @@ need them (``companion.tf_loop``, ``companion.torch_loop``, ...).
 >>> companion.seed_everything(0)
 """
 
-from companion.reproducibility import quiet_frameworks, seed_everything
+from companion.reproducibility import _quiet_frameworks, seed_everything
 
 # Must run before TensorFlow is first imported, wherever that happens: it only sets
 # environment variables, so it costs nothing here.
-quiet_frameworks()
+_quiet_frameworks()
 
 __version__ = "0.1.0"
-__all__ = ["seed_everything", "quiet_frameworks", "__version__"]
+__all__ = ["seed_everything", "__version__"]

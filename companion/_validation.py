@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numbers
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -56,17 +59,27 @@ def to_numpy(name: str, value) -> np.ndarray:
     return array
 
 
-def data_array(name: str, value, *, length: int | None = None, length_of: str = "x") -> np.ndarray:
-    """A finite real array with at least one sample (and ``length`` samples, if given)."""
+def real_array(name: str, value) -> np.ndarray:
+    """``value`` as a NumPy array of real numbers, not empty, none of them NaN or inf (its dtype
+    kept: integer labels stay integers)."""
     array = to_numpy(name, value)
     if array.dtype.kind not in "biuf":  # not complex, strings or objects
-        raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype} (shape {array.shape})")
+    if array.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {array.shape}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.sum(~np.isfinite(array)))
+        raise ValueError(f"{name} must be finite, got {bad} NaN or inf value(s) out of {array.size} "
+                         f"(shape {array.shape})")
+    return array
+
+
+def data_array(name: str, value, *, length: int | None = None, length_of: str = "x") -> np.ndarray:
+    """A :func:`real_array` with a sample axis (and ``length`` samples, if given)."""
+    array = to_numpy(name, value)
     if array.ndim == 0:
         raise ValueError(f"{name} must have a sample axis, got a scalar of shape ()")
-    if array.shape[0] == 0:
-        raise ValueError(f"{name} must not be empty, got shape {array.shape}")
-    if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite, got {int(np.sum(~np.isfinite(array)))} NaN/inf values")
+    array = real_array(name, array)
     if length is not None and array.shape[0] != length:
         raise ValueError(
             f"{name} must have one row per sample of {length_of} ({length}), got shape {array.shape}"
@@ -74,28 +87,56 @@ def data_array(name: str, value, *, length: int | None = None, length_of: str = 
     return array
 
 
-def sample_weights(name: str, value, *, length: int) -> np.ndarray | None:
+def sample_weights(name: str, value, *, length: int, of: str = "x") -> np.ndarray | None:
+    """One weight >= 0 per sample, shape ``(length,)`` or ``(length, 1)``, as float64 ``(length,)``."""
     if value is None:
         return None
-    array = data_array(name, value, length=length)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must have shape ({length},), one weight per sample, got {array.shape}")
-    if np.any(array < 0):
-        raise ValueError(f"{name} must be non-negative, got a minimum of {array.min()}")
-    return array
+    weights = real_array(name, value).astype(np.float64)
+    if weights.shape not in ((length,), (length, 1)):
+        hint = f"; to weight all {length} samples by one number w, pass np.full({length}, w)" if weights.ndim == 0 else ""
+        raise ValueError(f"{name} must hold one weight per sample, shape ({length},) or ({length}, 1) "
+                         f"for the {length} samples of {of}, got shape {weights.shape}{hint}")
+    if np.any(weights < 0):
+        raise ValueError(f"{name} must be >= 0, got a minimum of {weights.min().item()!r}")
+    return weights.reshape(length)
 
 
-def non_negative_number(name: str, value) -> float:
-    """A finite real number >= 0 (bools and huge integers beyond float range are refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite number >= 0, got {type(value).__name__}: {value!r}")
+def finite_number(name: str, value, *, minimum: float | None = None) -> float:
+    """A finite real number (>= ``minimum``, if given) as a float; bools and integers beyond
+    float range are refused."""
+    what = "a finite number" + ("" if minimum is None else f" >= {minimum:g}")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}: {value!r}")
     try:
         number = float(value)
     except OverflowError:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from None
-    if not np.isfinite(number) or number < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {value!r}") from None
+    if not np.isfinite(number) or (minimum is not None and number < minimum):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return number
+
+
+def non_negative_number(name: str, value) -> float:
+    """A finite real number >= 0."""
+    return finite_number(name, value, minimum=0)
+
+
+def same_shape(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Make (N,) and (N, 1) agree, as Keras does; refuse every other pair of shapes that differ."""
+    if y_true.ndim == 0 or y_pred.ndim == 0:
+        raise ValueError(f"y_true and y_pred must be batches of shape (N, ...), got y_true of shape "
+                         f"{y_true.shape} and y_pred of shape {y_pred.shape}")
+    if y_true.ndim == y_pred.ndim + 1 and y_true.shape[-1] == 1:
+        y_true = y_true[..., 0]
+    elif y_pred.ndim == y_true.ndim + 1 and y_pred.shape[-1] == 1:
+        y_pred = y_pred[..., 0]
+    if y_true.shape != y_pred.shape:
+        raise ValueError(
+            f"y_true has shape {y_true.shape} and y_pred has shape {y_pred.shape}; expected equal "
+            f"shapes, or shapes that differ by a trailing axis of size 1 such as (N,) and (N, 1). "
+            f"Nothing is broadcast: (N,) against (N, N) would compare every label with every prediction"
+        )
+    return y_true, y_pred
 
 
 def class_indices(y_true: np.ndarray) -> np.ndarray:
@@ -110,7 +151,8 @@ def class_indices(y_true: np.ndarray) -> np.ndarray:
             f"y_true must hold class indices of shape (N,) or (N, 1), got shape {y_true.shape}"
         )
     labels = y_true.reshape(-1).astype(np.float64)
-    bad = (labels < 0) | (labels != np.round(labels))
+    # Past 2**53 a float64 label is no longer an exact integer, and int64 would wrap around.
+    bad = (labels < 0) | (labels != np.round(labels)) | (labels >= 2**53)
     if np.any(bad):
         first = y_true.reshape(-1)[bad][0].item()
         raise ValueError(
@@ -118,3 +160,140 @@ def class_indices(y_true: np.ndarray) -> np.ndarray:
             f"{int(bad.sum())} invalid label(s) (dtype {y_true.dtype})"
         )
     return labels.astype(np.int64)
+
+
+def sequence(name: str, values) -> list:
+    """A list of the items of ``values`` (a list, tuple or other iterable, not a string)."""
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a sequence, got {type(values).__name__}: {values!r}")
+    return list(values)
+
+
+def function(name: str, value, signature: str):
+    """``value`` itself, if it can be called; ``signature`` says how it will be called."""
+    if not callable(value):
+        raise TypeError(f"{name} must be a callable {signature}, got {type(value).__name__}: {value!r}")
+    return value
+
+
+# --- framework objects: each check imports its framework only when it is called ----------------
+
+
+def instance(name: str, value, cls) -> None:
+    """Refuse ``value`` unless it is a ``cls``, naming the class as a reader would import it."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {_public_name(cls)}, got {type(value).__name__}: "
+                        f"{_short_repr(value)}")
+
+
+def keras_model(name: str, value) -> None:
+    """A built ``keras.Model`` (one with an ``Input``, so that its weights exist)."""
+    import keras
+
+    instance(name, value, keras.Model)
+    if not value.built:
+        raise ValueError(f"{name} must be built: give it a keras.Input or call build() first")
+
+
+def torch_model(name: str, value) -> None:
+    """A ``torch.nn.Module``."""
+    import torch
+
+    instance(name, value, torch.nn.Module)
+
+
+def torch_optimizer(name: str, value, *, model=None) -> None:
+    """A ``torch.optim.Optimizer``, which updates only ``model``'s parameters if ``model`` is given."""
+    import torch
+
+    instance(name, value, torch.optim.Optimizer)
+    if model is not None:
+        owned = {id(p) for p in model.parameters()}
+        foreign = sum(id(p) not in owned for group in value.param_groups for p in group["params"])
+        if foreign:
+            raise ValueError(f"{name} must update the model's parameters, but {foreign} of its "
+                             "parameters belong to another model: build it from model.parameters()")
+
+
+def torch_tensor(name: str, value, *, device, length: int | None = None):
+    """A NumPy array or tensor checked like :func:`data_array`, as a tensor on ``device``.
+
+    Float data become PyTorch's default float type (float32), as Keras does with its floatx;
+    integers become int64 (class labels), bools stay bools.
+    """
+    import torch
+
+    array = data_array(name, value, length=length)
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if tensor.is_floating_point():
+        tensor = tensor.to(torch.get_default_dtype())
+    elif tensor.dtype != torch.bool:
+        tensor = tensor.to(torch.int64)
+    return tensor.to(device)
+
+
+def _short_repr(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _public_name(cls) -> str:
+    """Where a reader imports ``cls`` from: the shortest loaded module path that exports it.
+
+    Classes live in private modules (``torch.nn.modules.module``, ``keras.src.models.model``);
+    the first prefix of that path, ``src`` left out, whose module has the class is the public one.
+    """
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    parts = [part for part in cls.__module__.split(".") if part != "src"]
+    for end in range(1, len(parts) + 1):
+        module = sys.modules.get(".".join(parts[:end]))
+        if getattr(module, cls.__qualname__, None) is cls:
+            return f"{module.__name__}.{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# --- more argument kinds ------------------------------------------------------------------------
+
+
+def choice(name: str, value, allowed: tuple[str, ...]) -> str:
+    """``value``, if it is one of the strings ``allowed``."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def positive_number(name: str, value) -> float:
+    """A finite real number > 0, such as a timeout in seconds."""
+    number = finite_number(name, value)
+    if number <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
+
+
+def fraction(name: str, value, *, zero: bool = True, one: bool = True) -> float:
+    """A real number from 0 to 1; ``zero`` and ``one`` say whether the ends themselves are allowed."""
+    number = finite_number(name, value)
+    if not 0 <= number <= 1 or (number == 0 and not zero) or (number == 1 and not one):
+        interval = f"{'[' if zero else '('}0, 1{']' if one else ')'}"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return number
+
+
+def file_path(name: str, value, *, for_writing: bool) -> Path:
+    """``value`` as a ``Path``: to write, a file name in an existing folder; to read, an existing file."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(value).__name__}: {value!r}")
+    path = Path(value)
+    if not for_writing:
+        if not path.is_file():
+            raise FileNotFoundError(f"{name} must be an existing file, got {str(path)!r}")
+    elif not path.parent.is_dir():
+        raise FileNotFoundError(f"{name} must be in an existing folder, got {str(path)!r} "
+                                f"(no folder {str(path.parent)!r})")
+    elif path.is_dir():
+        raise ValueError(f"{name} must name a file, got the folder {str(path)!r}")
+    return path

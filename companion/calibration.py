@@ -14,6 +14,9 @@ looks at how much probability the true class got. Three tools connect the two:
   mean confidence with the fraction that is correct. A calibrated model that says "90 %" is
   right 90 % of the time.
 
+And one for the accuracy of a mini-batch: :func:`batch_accuracy_distribution`, how far a
+batch's accuracy scatters around the model's accuracy on the whole set, by chance alone.
+
 >>> import numpy as np
 >>> probabilities = np.array([[0.9, 0.1], [0.7, 0.3], [0.35, 0.65], [0.25, 0.75]])
 >>> labels = np.array([0, 1, 1, 0])
@@ -26,7 +29,7 @@ looks at how much probability the true class got. Three tools connect the two:
 
 from __future__ import annotations
 
-import numbers
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +38,7 @@ from companion import _validation as check
 
 __all__ = [
     "ReliabilityDiagram",
+    "batch_accuracy_distribution",
     "cross_entropy",
     "expected_calibration_error",
     "margins",
@@ -159,10 +163,37 @@ def expected_calibration_error(y_true, probabilities, *, num_bins: int = 10) -> 
     return reliability_diagram(y_true, probabilities, num_bins=num_bins).ece
 
 
+def batch_accuracy_distribution(accuracy: float, batch_size: int, *,
+                                population: int | None = None) -> np.ndarray:
+    """P(batch accuracy = k / batch_size) for k = 0..batch_size, for a model of accuracy ``accuracy``.
+
+    Without ``population`` each sample of the batch is right with probability ``accuracy``,
+    independently: a binomial distribution, standard deviation ``sqrt(p (1 - p) / B)``. With
+    ``population=N`` the batch is ``batch_size`` distinct samples drawn from ``N``, of which
+    ``round(accuracy * N)`` are right: a hypergeometric distribution, whose standard deviation is
+    smaller by the factor ``sqrt((N - B) / (N - 1))``.
+
+    >>> batch_accuracy_distribution(0.5, 2).tolist()
+    [0.25, 0.5, 0.25]
+    >>> batch_accuracy_distribution(0.5, 2, population=4).round(4).tolist()  # 2 right, 2 wrong
+    [0.1667, 0.6667, 0.1667]
+    """
+    accuracy = check.fraction("accuracy", accuracy)
+    batch_size = check.positive_int("batch_size", batch_size)
+    k = np.arange(batch_size + 1)
+    if population is None:
+        ways = np.array([math.comb(batch_size, int(i)) for i in k])
+        return ways * accuracy**k * (1 - accuracy) ** (batch_size - k)
+    population = check.positive_int("population", population)
+    if population < batch_size:
+        raise ValueError(f"population must be at least batch_size ({batch_size}), got {population}")
+    right = int(round(accuracy * population))
+    ways = [math.comb(right, int(i)) * math.comb(population - right, batch_size - int(i)) for i in k]
+    return np.array(ways, dtype=float) / math.comb(population, batch_size)
+
+
 def _labels_and_scores(y_true, scores, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Class indices (N,) and float64 scores (N, C) with one row per label, or a clear error."""
-    if isinstance(scores, numbers.Number):
-        raise ValueError(f"{name} must have shape (N, C), got a scalar {scores!r}")
     values = check.data_array(name, scores).astype(np.float64)
     if values.ndim != 2 or values.shape[1] < 2:
         raise ValueError(

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from companion import _validation as check
+
 __all__ = [
     "save_training_state",
     "load_training_state",
@@ -50,21 +52,6 @@ _KERAS_FORMAT = "companion.checkpoints/keras/1"
 
 
 # --- shared -------------------------------------------------------------------------------------
-
-
-def _check_path(path, *, for_writing: bool) -> Path:
-    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}: {path!r}")
-    path = Path(path)
-    if for_writing:
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"path must be in an existing folder, got {str(path)!r} "
-                                    f"(no folder {str(path.parent)!r})")
-        if path.is_dir():
-            raise ValueError(f"path must name a file, got the folder {str(path)!r}")
-    elif not path.is_file():
-        raise FileNotFoundError(f"path must be an existing checkpoint file, got {str(path)!r}")
-    return path
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -109,13 +96,14 @@ def save_training_state(path, *, model, optimizer, **extra) -> Path:
     """
     import torch
 
-    _check_torch_pair(model, optimizer, torch)
+    check.torch_model("model", model)
+    check.torch_optimizer("optimizer", optimizer, model=model)
     for name, value in extra.items():
         # Only what the weights-only unpickler rebuilds without importing anything.
         if not _is_plain(value, (bool, int, float, str, torch.Tensor)):
             raise TypeError(f"extra value {name}= must be a number, string, tensor, or a list or "
                             f"dict of them, got {type(value).__name__}: {value!r}")
-    path = _check_path(path, for_writing=True)
+    path = check.file_path("path", path, for_writing=True)
     state = {
         "format": _TORCH_FORMAT,
         "model": model.state_dict(),
@@ -140,10 +128,10 @@ def load_training_state(path, *, model, optimizer, restore_rng: bool = True) -> 
     """
     import torch
 
-    _check_torch_pair(model, optimizer, torch)
-    if not isinstance(restore_rng, bool):
-        raise TypeError(f"restore_rng must be True or False, got {type(restore_rng).__name__}: {restore_rng!r}")
-    path = _check_path(path, for_writing=False)
+    check.torch_model("model", model)
+    check.torch_optimizer("optimizer", optimizer, model=model)
+    check.boolean("restore_rng", restore_rng)
+    path = check.file_path("path", path, for_writing=False)
     try:
         # Explicit, so that neither an older torch (whose default was False) nor the variable
         # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD can switch the full unpickler back on.
@@ -161,18 +149,6 @@ def load_training_state(path, *, model, optimizer, restore_rng: bool = True) -> 
     if restore_rng:
         _set_torch_rng_state(state["rng"], torch)
     return state["extra"]
-
-
-def _check_torch_pair(model, optimizer, torch) -> None:
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    owned = {id(p) for p in model.parameters()}
-    foreign = sum(id(p) not in owned for group in optimizer.param_groups for p in group["params"])
-    if foreign:
-        raise ValueError(f"optimizer must update model's parameters, but {foreign} of its parameters "
-                         "belong to another model: build the optimizer from model.parameters()")
 
 
 def _torch_rng_state(torch) -> dict:
@@ -220,7 +196,8 @@ def save_keras_training_state(path, *, model, optimizer, **extra) -> Path:
     """
     import keras
 
-    _check_keras_pair(model, optimizer, keras)
+    check.keras_model("model", model)
+    check.instance("optimizer", optimizer, keras.optimizers.Optimizer)
     if not optimizer.built:
         raise ValueError("optimizer must have been built (trained for a step, or optimizer.build("
                          "model.trainable_variables)) before its state can be saved")
@@ -230,7 +207,7 @@ def save_keras_training_state(path, *, model, optimizer, **extra) -> Path:
         if not isinstance(value, (bool, int, float, str, np.ndarray, np.generic)) or np.asarray(value).dtype == object:
             raise TypeError(f"extra value {name}= must be a number, string or numeric array, "
                             f"got {type(value).__name__}: {value!r}")
-    path = _check_path(path, for_writing=True)
+    path = check.file_path("path", path, for_writing=True)
     arrays = {"format": np.array(_KERAS_FORMAT)}
     for group, variables in (("model", model.variables), ("optimizer", optimizer.variables)):
         arrays[f"{group}.paths"] = np.array([v.path for v in variables], dtype=str)
@@ -257,8 +234,9 @@ def load_keras_training_state(path, *, model, optimizer) -> dict:
     """
     import keras
 
-    _check_keras_pair(model, optimizer, keras)
-    path = _check_path(path, for_writing=False)
+    check.keras_model("model", model)
+    check.instance("optimizer", optimizer, keras.optimizers.Optimizer)
+    path = check.file_path("path", path, for_writing=False)
     arrays = _read_npz(path)
     if "format" not in arrays or str(arrays["format"]) != _KERAS_FORMAT:
         raise ValueError(f"path {str(path)!r} is not a training state written by save_keras_training_state")
@@ -302,12 +280,3 @@ def _read_npz(path: Path) -> dict:
 
 def _plain(value: np.ndarray):
     return value.item() if value.ndim == 0 else value
-
-
-def _check_keras_pair(model, optimizer, keras) -> None:
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    if not model.built:
-        raise ValueError("model must be built (give it a keras.Input) before saving or loading its state")
-    if not isinstance(optimizer, keras.optimizers.Optimizer):
-        raise TypeError(f"optimizer must be a keras.optimizers.Optimizer, got {type(optimizer).__name__}")

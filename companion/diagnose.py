@@ -47,18 +47,7 @@ import numpy as np
 
 from companion import _validation as check
 
-__all__ = ["CODES", "Finding", "diagnose"]
-
-CODES = (
-    "SHAPE_BROADCAST",
-    "EMPTY_METRIC",
-    "FLOAT16_UNDERFLOW",
-    "INTEGER_VALUES",
-    "CONSTANT_TARGET",
-    "CONSTANT_PREDICTION",
-    "TARGET_IN_INPUTS",
-    "DISPLAY_ROUNDING",
-)
+__all__ = ["Finding", "diagnose"]
 
 # A float32 copy of a column differs from the float64 original in the 8th digit, so an affine
 # copy stored in float32 has a correlation of 1 - 1e-7 or so, never exactly 1.
@@ -98,9 +87,9 @@ def diagnose(y_true, y_pred, *, x=None, shown=None, metric=None) -> list[Finding
     ['DISPLAY_ROUNDING']
     """
     y_true, true_dtype = _as_array("y_true", y_true)
-    y_pred, pred_dtype = _as_array("y_pred", y_pred, length=len(y_true), length_of="y_true")
+    y_pred, pred_dtype = _as_array("y_pred", y_pred, length=len(y_true))
     if x is not None:
-        x, _ = _as_array("x", x, length=len(y_true), length_of="y_true")
+        x, _ = _as_array("x", x, length=len(y_true))
     shown_value = _parse_shown(shown)
     metric_count, metric_dtype = _inspect_metric(metric)
 
@@ -134,21 +123,20 @@ def diagnose(y_true, y_pred, *, x=None, shown=None, metric=None) -> list[Finding
 # ------------------------------------------------------------------------ input conversion
 
 
-def _as_array(name: str, value, *, length=None, length_of="y_true") -> tuple[np.ndarray, str]:
+def _as_array(name: str, value, *, length=None) -> tuple[np.ndarray, str]:
     """A private NumPy copy of ``value`` and the name of its original dtype."""
-    if hasattr(value, "detach"):  # a PyTorch tensor: its dtype before any conversion
-        dtype = str(value.dtype).removeprefix("torch.")
-    elif hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # TF tensor or variable
-        dtype = getattr(value.dtype, "name", None) or str(value.dtype)  # tf.DType or a Keras dtype string
-    else:
-        dtype = None
-    array = np.array(check.to_numpy(name, value), copy=True)  # a copy: nothing below touches the caller's data
-    dtype = dtype or array.dtype.name
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype} (shape {array.shape})")
-    if array.ndim > 0 and array.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {array.shape}")
-    return check.data_array(name, array, length=length, length_of=length_of), dtype
+    array = check.data_array(name, value, length=length, length_of="y_true")
+    # A copy: nothing below touches the caller's data.
+    return np.array(array, copy=True), _tensor_dtype(value) or array.dtype.name
+
+
+def _tensor_dtype(value) -> str | None:
+    """A tensor's own dtype name: the conversion to NumPy turns a bfloat16 into float32."""
+    if hasattr(value, "detach"):  # a PyTorch tensor
+        return str(value.dtype).removeprefix("torch.")
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # TF tensor or variable
+        return getattr(value.dtype, "name", None) or str(value.dtype)  # tf.DType or a Keras dtype string
+    return None
 
 
 def _parse_shown(shown) -> float | None:

@@ -1,31 +1,33 @@
 """Data-parallel training on one CPU machine: two replicas in TensorFlow and in PyTorch.
 
-Each demo trains the same small network on the same data three ways and compares the result
-with single-process training on the whole global batch:
+:func:`start_demos` trains the same small network on the same data several ways in each
+framework, in the background, and compares every way with single-process training on the whole
+global batch:
 
-* :func:`run_tf_mirrored_demo`: ``tf.distribute.MirroredStrategy`` over two *logical* CPU
-  devices. The Keras optimizer **sums** the replicas' gradients, so each replica must divide its
-  loss by the *global* batch size (``tf.nn.compute_average_loss``); a per-replica
-  ``tf.reduce_mean`` doubles the step, and a Keras loss object (which divides its local mean by
-  the number of replicas) is exact only when the shards are equal.
-* :func:`run_torch_ddp_demo`: ``DistributedDataParallel`` with the gloo backend in two
-  processes talking over loopback. DDP **averages** the ranks' gradients, so the per-rank mean
-  loss is exact for equal shards and biased for unequal ones; dividing the local sum by the
-  global count (times the number of ranks, which DDP divides by) is exact for both.
+* TensorFlow: ``tf.distribute.MirroredStrategy`` over two *logical* CPU devices. The Keras
+  optimizer **sums** the replicas' gradients, so each replica must divide its loss by the
+  *global* batch size (``tf.nn.compute_average_loss``); a per-replica ``tf.reduce_mean``
+  doubles the step, and a Keras loss object (which divides its local mean by the number of
+  replicas) is exact only when the shards are equal.
+* PyTorch: ``DistributedDataParallel`` with the gloo backend in two processes talking over
+  loopback. DDP **averages** the ranks' gradients, so the per-rank mean loss is exact for equal
+  shards and biased for unequal ones; dividing the local sum by the global count (times the
+  number of ranks, which DDP divides by) is exact for both.
 
 The data are 23 samples in global batches of 8: steps of 8, 8 and 7 samples, each split into
-two contiguous shards, so the last step has unequal shards of 4 and 3. Every method is scored
-against the reference for each step taken from the reference's weights: ``"steps"``, the
-relative error of the update, ``max|dw - dw_ref| / max|dw_ref|``, and ``"scales"``, its length
-along ``dw_ref`` (1.0 when right); and after a whole epoch, ``"epoch"``, the relative error of
-the distance travelled.
+two contiguous shards (:func:`shard_sizes`), so the last step has unequal shards of 4 and 3.
+Every method is scored against the reference for each step taken from the reference's weights:
+``"steps"``, the relative error of the update, ``max|dw - dw_ref| / max|dw_ref|``, and
+``"scales"``, its length along ``dw_ref`` (1.0 when right); and after a whole epoch,
+``"epoch"``, the relative error of the distance travelled.
 
 Each demo runs in fresh subprocesses (TensorFlow fixes its devices when it first uses them;
-DDP needs one process per rank) with a timeout, and returns plain numbers. :func:`start_demos`
-starts both in the background, :func:`run_demos` waits for them too:
+DDP needs one process per rank) with a timeout, and returns plain numbers. Most of their time
+goes into importing the frameworks, so a notebook starts them early and reads the result later:
 
->>> result = run_torch_ddp_demo()                               # doctest: +SKIP
->>> result["methods"]["global_count"]["epoch"] < 1e-5             # doctest: +SKIP
+>>> running = start_demos(timeout=240)                                      # doctest: +SKIP
+>>> demos = running.result()                                                # doctest: +SKIP
+>>> demos["torch"]["methods"]["global_count"]["epoch"] < 1e-5              # doctest: +SKIP
 True
 """
 
@@ -42,12 +44,13 @@ import numpy as np
 
 from companion import _validation as check
 
-__all__ = ["DemoRun", "run_demos", "start_demos", "run_tf_mirrored_demo", "run_torch_ddp_demo", "shard_sizes"]
+__all__ = ["start_demos", "shard_sizes"]
 
 SAMPLES, FEATURES, HIDDEN = 23, 3, 4
 GLOBAL_BATCH, REPLICAS, LEARNING_RATE = 8, 2, 0.1
-TF_METHODS = ("compute_average_loss", "keras_loss", "local_reduce_mean")
-TORCH_METHODS = ("global_count", "local_mean")
+_FRAMEWORKS = ("tensorflow", "torch")
+_TF_METHODS = ("compute_average_loss", "keras_loss", "local_reduce_mean")
+_TORCH_METHODS = ("global_count", "local_mean")
 
 
 def shard_sizes() -> list[list[int]]:
@@ -59,55 +62,24 @@ def shard_sizes() -> list[list[int]]:
     return [[len(shard) for shard in np.array_split(idx, REPLICAS)] for idx in _global_batches()]
 
 
-def run_tf_mirrored_demo(*, timeout: float = 120.0) -> dict:
-    """Train with ``MirroredStrategy`` on two logical CPUs, three ways; compare with one device.
-
-    Returns ``{"replicas", "shard_sizes", "methods": {name: {"steps", "scales", "epoch"}}}`` for
-    the methods ``"compute_average_loss"``, ``"keras_loss"`` and ``"local_reduce_mean"``, and
-    ``"tf_data_shard_sizes"``: how ``experimental_distribute_dataset`` splits the same batches.
-
-    >>> run_tf_mirrored_demo()["methods"]["local_reduce_mean"]["steps"][0]  # doctest: +SKIP
-    1.0000028...
-    """
-    return run_demos(timeout=timeout, frameworks=("tensorflow",))["tensorflow"]
-
-
-def run_torch_ddp_demo(*, timeout: float = 120.0) -> dict:
-    """Train with ``DistributedDataParallel`` (gloo, 2 processes), two ways; compare with one process.
-
-    Returns ``{"replicas", "shard_sizes", "methods": {name: {"steps", "scales", "epoch"}}}`` for
-    the methods ``"global_count"`` and ``"local_mean"``. The processes meet at a free port on
-    127.0.0.1 and shut their process group down before exiting.
-
-    >>> run_torch_ddp_demo()["methods"]["local_mean"]["steps"]      # doctest: +SKIP
-    [2.1e-08, 1.1e-07, 0.082...]
-    """
-    return run_demos(timeout=timeout, frameworks=("torch",))["torch"]
-
-
-def run_demos(*, timeout: float = 120.0, frameworks=("tensorflow", "torch")) -> dict:
-    """Run the demos of ``frameworks`` side by side and wait for them: ``{framework: result}``.
-
-    >>> sorted(run_demos())                                         # doctest: +SKIP
-    ['tensorflow', 'torch']
-    """
-    return start_demos(timeout=timeout, frameworks=frameworks).result()
-
-
-def start_demos(*, timeout: float = 120.0, frameworks=("tensorflow", "torch")) -> DemoRun:
+def start_demos(*, timeout: float = 120.0, frameworks=_FRAMEWORKS) -> _DemoRun:
     """Start the demos of ``frameworks`` in the background; ``.result()`` waits for them.
 
-    Most of a demo's time goes into starting its framework, so a notebook can start the demos
-    early and read on while they run. ``timeout`` counts from the start.
+    ``.result()`` returns ``{framework: result}``, each result ``{"replicas", "shard_sizes",
+    "methods": {name: {"steps", "scales", "epoch"}}}``. TensorFlow's methods are
+    ``"compute_average_loss"``, ``"keras_loss"`` and ``"local_reduce_mean"``, and its result
+    also holds ``"tf_data_shard_sizes"``: how ``experimental_distribute_dataset`` splits the same
+    batches. PyTorch's are ``"global_count"`` and ``"local_mean"``; its processes meet at a free
+    port on 127.0.0.1. ``timeout`` (seconds) counts from the start.
 
-    >>> running = start_demos()                                     # doctest: +SKIP
-    >>> sorted(running.result())                                    # doctest: +SKIP
-    ['tensorflow', 'torch']
+    >>> running = start_demos(frameworks=["torch"])                 # doctest: +SKIP
+    >>> running.result()["torch"]["methods"]["local_mean"]["steps"]  # doctest: +SKIP
+    [2.1e-08, 1.1e-07, 0.082...]
     """
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < np.inf:
-        raise ValueError(f"timeout must be a positive, finite number of seconds, got {timeout!r}")
-    if isinstance(frameworks, str) or not set(frameworks) or not set(frameworks) <= {"tensorflow", "torch"}:
-        raise ValueError(f"frameworks must be a non-empty sequence of 'tensorflow' and 'torch', got {frameworks!r}")
+    timeout = check.positive_number("timeout", timeout)
+    frameworks = check.sequence("frameworks", frameworks)
+    if not frameworks or any(name not in _FRAMEWORKS for name in frameworks):
+        raise ValueError(f"frameworks must be a non-empty sequence of {_FRAMEWORKS}, got {frameworks!r}")
     # One thread per process: the replicas share two cores, and a fixed thread count keeps the
     # summation order (and so the last digits) the same on every machine.
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3",
@@ -117,11 +89,11 @@ def start_demos(*, timeout: float = 120.0, frameworks=("tensorflow", "torch")) -
     module = [sys.executable, "-m", "companion.distributed"]
     commands = {"tensorflow": [module + ["tf"]],
                 "torch": [module + ["torch", str(rank), str(REPLICAS)] for rank in range(REPLICAS)]}
-    chosen = {name: commands[name] for name in ("tensorflow", "torch") if name in frameworks}
-    return DemoRun(chosen, env, float(timeout))
+    chosen = {name: commands[name] for name in _FRAMEWORKS if name in frameworks}
+    return _DemoRun(chosen, env, timeout)
 
 
-class DemoRun:
+class _DemoRun:
     """Demo processes running in the background (see :func:`start_demos`)."""
 
     def __init__(self, commands: dict[str, list[list[str]]], env: dict, timeout: float):
@@ -196,15 +168,19 @@ def _parse(out: str, err: str, name: str) -> dict:
 
 
 def _data() -> tuple[np.ndarray, np.ndarray]:
-    from companion.data import linear_regression_data
-
-    return linear_regression_data(SAMPLES, FEATURES, noise=0.5, seed=1)
+    """Synthetic ``y = x @ w + noise``: float32 ``x`` (SAMPLES, FEATURES) and ``y`` (SAMPLES, 1)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(SAMPLES, FEATURES))
+    w = rng.normal(size=(FEATURES, 1))
+    y = x @ w + 0.5 * rng.normal(size=(SAMPLES, 1))
+    return x.astype(np.float32), y.astype(np.float32)
 
 
 def _global_batches() -> list[np.ndarray]:
-    from companion.batching import batch_indices
+    """The sample indices of each step's global batch."""
+    from companion.batching import batches
 
-    return batch_indices(SAMPLES, GLOBAL_BATCH)
+    return [np.arange(SAMPLES)[step] for step in batches(SAMPLES, GLOBAL_BATCH)]
 
 
 def _scores(methods: tuple[str, ...], train_step, get_weights, set_weights) -> dict:
@@ -247,9 +223,7 @@ def _scores(methods: tuple[str, ...], train_step, get_weights, set_weights) -> d
 
 
 def _tf_child() -> dict:
-    import companion
-
-    companion.quiet_frameworks()
+    import companion  # noqa: F401  (importing it quiets TensorFlow's start-up logging)
     import tensorflow as tf
 
     # Must come before TensorFlow touches its devices: afterwards the split is refused.
@@ -308,7 +282,7 @@ def _tf_child() -> dict:
         x_shards, y_shards = strategy.experimental_distribute_values_from_function(shard)
         strategy.run(replica_step, args=(method, x_shards, y_shards, len(idx)))
 
-    methods = _scores(TF_METHODS, train_step, model.get_weights, model.set_weights)
+    methods = _scores(_TF_METHODS, train_step, model.get_weights, model.set_weights)
     # How tf.distribute itself splits the same global batches: the demo's split is the same.
     batches = strategy.experimental_distribute_dataset(tf.data.Dataset.range(SAMPLES).batch(GLOBAL_BATCH))
     tf_data_shard_sizes = [[int(t.shape[0]) for t in strategy.experimental_local_results(b)] for b in batches]
@@ -354,7 +328,7 @@ def _torch_child(rank: int, world_size: int) -> dict | None:
                 for p, w in zip(model.parameters(), weights):
                     p.copy_(torch.from_numpy(w))
 
-        methods = _scores(TORCH_METHODS, train_step, get_weights, set_weights)
+        methods = _scores(_TORCH_METHODS, train_step, get_weights, set_weights)
         dist.barrier()
         return {"replicas": world_size, "shard_sizes": shard_sizes(), "methods": methods} if rank == 0 else None
     finally:

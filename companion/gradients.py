@@ -74,7 +74,7 @@ def tf_batch_gradients(model, x, y, *, loss_fn, reduction: str = "mean") -> list
     """
     import tensorflow as tf
 
-    reduction = _choice("reduction", reduction, _REDUCTIONS)
+    reduction = check.choice("reduction", reduction, _REDUCTIONS)
     x, y = _tf_inputs(model, x, y, loss_fn)
     reduce = tf.reduce_mean if reduction == "mean" else tf.reduce_sum
     variables = model.trainable_variables
@@ -88,12 +88,10 @@ def _tf_inputs(model, x, y, loss_fn):
     import keras
     import tensorflow as tf
 
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    check.keras_model("model", model)
     if not model.trainable_variables:
-        raise ValueError("model must be built and have trainable variables: give it a keras.Input")
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be a callable loss_fn(y_true, y_pred), got {loss_fn!r}")
+        raise ValueError("model must have trainable variables, got none")
+    check.function("loss_fn", loss_fn, "loss_fn(y_true, y_pred)")
     x = check.data_array("x", x)
     y = check.data_array("y", y, length=len(x))
     floatx = keras.config.floatx()
@@ -126,7 +124,7 @@ def torch_per_example_gradients(model, x, y, *, loss_fn, layout: str = "torch") 
     import torch
     from torch.func import functional_call, grad, vmap
 
-    layout = _choice("layout", layout, _LAYOUTS)
+    layout = check.choice("layout", layout, _LAYOUTS)
     x, y = _torch_inputs(model, x, y, loss_fn)
     names = [name for name, p in model.named_parameters() if p.requires_grad]
     params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
@@ -154,8 +152,8 @@ def torch_batch_gradients(model, x, y, *, loss_fn, reduction: str = "mean", layo
     """
     import torch
 
-    reduction = _choice("reduction", reduction, _REDUCTIONS)
-    layout = _choice("layout", layout, _LAYOUTS)
+    reduction = check.choice("reduction", reduction, _REDUCTIONS)
+    layout = check.choice("layout", layout, _LAYOUTS)
     x, y = _torch_inputs(model, x, y, loss_fn)
     params = [p for p in model.parameters() if p.requires_grad]
     losses = _per_example(loss_fn(model(x), y), len(x), _torch_mean)
@@ -168,23 +166,13 @@ def torch_batch_gradients(model, x, y, *, loss_fn, reduction: str = "mean", layo
 
 
 def _torch_inputs(model, x, y, loss_fn):
-    import torch
-
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check.torch_model("model", model)
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("model must have at least one parameter with requires_grad=True")
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be a callable loss_fn(prediction, target), got {loss_fn!r}")
+    check.function("loss_fn", loss_fn, "loss_fn(prediction, target)")
     device = next(model.parameters()).device
-    tensors = []
-    for name, value in (("x", x), ("y", y)):
-        array = check.data_array(name, value, length=None if name == "x" else len(tensors[0]))
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-        # Float data go to PyTorch's default float type (float32), like the model's weights.
-        tensor = tensor.to(torch.get_default_dtype()) if tensor.is_floating_point() else tensor.to(torch.int64)
-        tensors.append(tensor.to(device))
-    return tensors
+    x = check.torch_tensor("x", x, device=device)
+    return x, check.torch_tensor("y", y, device=device, length=len(x))
 
 
 def _torch_mean(values, axis):
@@ -215,12 +203,6 @@ def _per_example(losses, examples: int, mean):
     if len(shape) > 1:
         losses = mean(losses, tuple(range(1, len(shape))))
     return losses
-
-
-def _choice(name: str, value, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return value
 
 
 def flatten(gradients) -> np.ndarray:

@@ -20,16 +20,11 @@ __all__ = ["keras_mlp", "torch_mlp", "copy_keras_weights_to_torch", "torch_l2_pe
 _ACTIVATIONS = ("linear", "tanh", "relu")
 
 
-def _check_architecture(num_inputs, hidden, activation, l2, dropout) -> tuple[int, tuple[int, ...]]:
+def _check_architecture(num_inputs, hidden, activation, dropout) -> tuple[int, tuple[int, ...]]:
     num_inputs = check.positive_int("num_inputs", num_inputs)
-    if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
-        raise TypeError(f"hidden must be a sequence of layer widths, got {hidden!r}")
-    hidden = tuple(check.positive_int("hidden", width) for width in hidden)
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
-    for name, value, upper in (("l2", l2, np.inf), ("dropout", dropout, 1.0)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < upper:
-            raise ValueError(f"{name} must be a number in [0, {upper}), got {value!r}")
+    hidden = tuple(check.positive_int("hidden", width) for width in check.sequence("hidden", hidden))
+    check.choice("activation", activation, _ACTIVATIONS)
+    check.fraction("dropout", dropout, one=False)
     return num_inputs, hidden
 
 
@@ -38,7 +33,8 @@ def keras_mlp(num_inputs: int, *, hidden=(16,), activation: str = "tanh", l2: fl
     """A built Keras ``Sequential`` MLP with one output; ``l2`` regularizes the hidden kernels."""
     import keras
 
-    num_inputs, hidden = _check_architecture(num_inputs, hidden, activation, l2, dropout)
+    num_inputs, hidden = _check_architecture(num_inputs, hidden, activation, dropout)
+    l2 = check.non_negative_number("l2", l2)
     seed = check.non_negative_int("seed", seed)
     keras.utils.set_random_seed(seed)
     layers = [keras.Input((num_inputs,))]
@@ -55,7 +51,7 @@ def torch_mlp(num_inputs: int, *, hidden=(16,), activation: str = "tanh", dropou
     """The PyTorch twin of :func:`keras_mlp` (``torch.nn.Sequential`` of ``Linear`` layers)."""
     import torch
 
-    num_inputs, hidden = _check_architecture(num_inputs, hidden, activation, 0.0, dropout)
+    num_inputs, hidden = _check_architecture(num_inputs, hidden, activation, dropout)
     layers, width_in = [], num_inputs
     for width in hidden:
         layers.append(torch.nn.Linear(width_in, width))
@@ -69,23 +65,36 @@ def torch_mlp(num_inputs: int, *, hidden=(16,), activation: str = "tanh", dropou
 
 
 def copy_keras_weights_to_torch(keras_model, torch_model) -> None:
-    """Copy each Keras ``Dense`` (kernel, bias) into the matching ``torch.nn.Linear``, in order."""
+    """Copy each Keras ``Dense`` (kernel, bias) into the matching ``torch.nn.Linear``, in order.
+
+    Each pair must agree on shape and on having a bias: a bias that one side lacks would be
+    dropped or left at its random initial value, and the two networks would differ.
+    """
     import keras
     import torch
 
+    check.keras_model("keras_model", keras_model)
+    check.torch_model("torch_model", torch_model)
     dense = [layer for layer in keras_model.layers if isinstance(layer, keras.layers.Dense)]
     linear = [module for module in torch_model.modules() if isinstance(module, torch.nn.Linear)]
     if len(dense) != len(linear):
         raise ValueError(f"keras_model has {len(dense)} Dense layers but torch_model has "
                          f"{len(linear)} Linear layers: they must match one to one")
+    for index, (k_layer, t_layer) in enumerate(zip(dense, linear)):
+        kernel_shape, weight_shape = tuple(k_layer.kernel.shape), tuple(t_layer.weight.shape)
+        if kernel_shape[::-1] != weight_shape:
+            raise ValueError(f"torch_model's Linear layer {index} has a weight of shape {weight_shape}, "
+                             f"which a Keras kernel of shape {kernel_shape} cannot go into")
+        if k_layer.use_bias != (t_layer.bias is not None):
+            raise ValueError(
+                f"torch_model's Linear layer {index} has bias={t_layer.bias is not None} but the Keras "
+                f"Dense layer {k_layer.name!r} has use_bias={k_layer.use_bias}: build them alike"
+            )
+    # Every pair is checked before the first copy: a mismatch leaves torch_model as it was.
     with torch.no_grad():
         for k_layer, t_layer in zip(dense, linear):
-            kernel = np.asarray(k_layer.kernel.numpy())
-            if kernel.T.shape != tuple(t_layer.weight.shape):
-                raise ValueError(f"a Keras kernel of shape {kernel.shape} cannot go into a torch "
-                                 f"Linear weight of shape {tuple(t_layer.weight.shape)}")
-            t_layer.weight.copy_(torch.from_numpy(kernel.T.copy()))
-            if t_layer.bias is not None:
+            t_layer.weight.copy_(torch.from_numpy(np.asarray(k_layer.kernel.numpy()).T.copy()))
+            if k_layer.use_bias:
                 t_layer.bias.copy_(torch.from_numpy(np.asarray(k_layer.bias.numpy()).copy()))
 
 

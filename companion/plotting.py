@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from companion import _validation as _check
+from companion.calibration import ReliabilityDiagram, batch_accuracy_distribution
+from companion.training_log import TrainingLog
 
 __all__ = ["plot_epoch_numbers"]
 
@@ -22,8 +24,7 @@ def plot_epoch_numbers(log, key: str = "loss", *, evaluations=None, ax=None, tit
     """
     import matplotlib.pyplot as plt
 
-    if not all(hasattr(log, name) for name in ("series", "history", "batches")):
-        raise TypeError(f"log must be a companion.training_log.TrainingLog, got {type(log).__name__}")
+    _check.instance("log", log, TrainingLog)
     if key not in log.history:
         raise KeyError(f"key must be one of {tuple(log.history)}, got {key!r}")
     batch = log.series(key, kind="batch")
@@ -58,43 +59,11 @@ def plot_epoch_numbers(log, key: str = "loss", *, evaluations=None, ax=None, tit
 # --- Chapter 3: mini-batch loss vs accuracy -------------------------------------------------------
 
 __all__ += [
-    "batch_accuracy_distribution",
     "plot_batch_accuracy_histogram",
     "plot_loss_and_accuracy",
     "plot_loss_vs_margin",
     "plot_reliability_diagram",
 ]
-
-
-def batch_accuracy_distribution(accuracy: float, batch_size: int, *, population: int | None = None) -> np.ndarray:
-    """P(batch accuracy = k / batch_size) for k = 0..batch_size, for a model of accuracy ``accuracy``.
-
-    Without ``population`` each sample of the batch is right with probability ``accuracy``,
-    independently: a binomial distribution, standard deviation ``sqrt(p (1 - p) / B)``. With
-    ``population=N`` the batch is ``batch_size`` distinct samples drawn from ``N``, of which
-    ``round(accuracy * N)`` are right: a hypergeometric distribution, whose standard deviation is
-    smaller by the factor ``sqrt((N - B) / (N - 1))``.
-
-    >>> batch_accuracy_distribution(0.5, 2).tolist()
-    [0.25, 0.5, 0.25]
-    >>> batch_accuracy_distribution(0.5, 2, population=4).round(4).tolist()  # 2 right, 2 wrong
-    [0.1667, 0.6667, 0.1667]
-    """
-    import math
-    import numbers
-
-    if isinstance(accuracy, bool) or not isinstance(accuracy, numbers.Real) or not 0 <= accuracy <= 1:
-        raise ValueError(f"accuracy must be a number in [0, 1], got {accuracy!r}")
-    batch_size = _check.positive_int("batch_size", batch_size)
-    k = np.arange(batch_size + 1)
-    if population is None:
-        return np.array([math.comb(batch_size, int(i)) for i in k]) * accuracy**k * (1 - accuracy) ** (batch_size - k)
-    population = _check.positive_int("population", population)
-    if population < batch_size:
-        raise ValueError(f"population must be at least batch_size ({batch_size}), got {population}")
-    right = int(round(accuracy * population))
-    ways = [math.comb(right, int(i)) * math.comb(population - right, batch_size - int(i)) for i in k]
-    return np.array(ways, dtype=float) / math.comb(population, batch_size)
 
 
 def plot_loss_vs_margin(margins, losses, *, num_classes: int, ax=None, title: str | None = None):
@@ -142,7 +111,7 @@ def plot_batch_accuracy_histogram(batch_accuracies, *, batch_size: int, accuracy
     ``batch_accuracies`` are measured on batches of ``batch_size`` samples from a fixed model
     whose accuracy on the whole set is ``accuracy``; with ``population`` the prediction is the
     exact hypergeometric one for batches of distinct samples (see
-    :func:`batch_accuracy_distribution`). Returns the ``Axes``.
+    :func:`companion.calibration.batch_accuracy_distribution`). Returns the ``Axes``.
 
     >>> ax = plot_batch_accuracy_histogram([0.75, 1.0, 0.75], batch_size=4, accuracy=0.8)  # doctest: +SKIP
     """
@@ -150,6 +119,7 @@ def plot_batch_accuracy_histogram(batch_accuracies, *, batch_size: int, accuracy
 
     values = _check.data_array("batch_accuracies", batch_accuracies).astype(float)
     batch_size = _check.positive_int("batch_size", batch_size)
+    accuracy = _check.fraction("accuracy", accuracy)
     hits = values * batch_size
     if values.ndim != 1 or np.any(np.abs(hits - np.round(hits)) > 1e-6) or np.any((values < 0) | (values > 1)):
         raise ValueError(f"batch_accuracies must be a 1-D array of fractions k / batch_size "
@@ -228,9 +198,7 @@ def plot_reliability_diagram(diagram, *, ax=None, title: str | None = None, labe
     """
     import matplotlib.pyplot as plt
 
-    needed = ("bin_edges", "confidence", "accuracy", "count", "ece")
-    if not all(hasattr(diagram, name) for name in needed):
-        raise TypeError(f"diagram must be a companion.calibration.ReliabilityDiagram, got {type(diagram).__name__}")
+    _check.instance("diagram", diagram, ReliabilityDiagram)
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 5))
     edges = np.asarray(diagram.bin_edges)

@@ -14,10 +14,10 @@ import warnings
 
 import numpy as np
 
-__all__ = ["seed_everything", "quiet_frameworks"]
+__all__ = ["seed_everything"]
 
 
-def quiet_frameworks() -> None:
+def _quiet_frameworks() -> None:
     """Silence TensorFlow's C++ start-up logging and make its CPU kernels reproducible.
 
     TensorFlow reads these variables once, when it is first imported, so this must run before
@@ -53,7 +53,7 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> None:
     if not isinstance(deterministic, bool):
         raise TypeError(f"deterministic must be a bool, got {type(deterministic).__name__}")
     seed = int(seed)
-    quiet_frameworks()
+    _quiet_frameworks()
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed)

@@ -22,67 +22,39 @@ from __future__ import annotations
 import numpy as np
 
 from companion import _validation as check
-from companion.batching import batch_indices
+from companion.batching import batches
 from companion.training_log import TrainingLog
 from companion.versions import require
 
 __all__ = ["train"]
 
 
-def train(
-    model,
-    x,
-    y,
-    *,
-    loss,
-    optimizer,
-    batch_size: int,
-    epochs: int,
-    metrics=(),
-    weighted_metrics=(),
-    sample_weight=None,
-    shuffle: bool = False,
-    seed: int | None = None,
-) -> TrainingLog:
+def train(model, x, y, *, loss, optimizer, batch_size: int, epochs: int, metrics=(),
+          weighted_metrics=(), sample_weight=None, shuffle: bool = False,
+          seed: int | None = None) -> TrainingLog:
     """Train ``model`` on NumPy arrays the way ``model.fit`` does, logging every step.
 
     ``loss`` is a Keras loss object, ``optimizer`` a Keras optimizer; ``metrics`` and
-    ``weighted_metrics`` are Keras metric objects, keyed in the history by their ``name``.
-    As in ``model.compile``, ``sample_weight`` weights the loss and the ``weighted_metrics``
-    but not the plain ``metrics``. The model must be built (give it an ``Input``).
+    ``weighted_metrics`` are Keras metric objects, keyed in the history by ``name``.
+    As in ``model.compile``, ``sample_weight`` weights the loss and the
+    ``weighted_metrics`` but not the plain ``metrics``. The model must be built.
 
-    With ``shuffle=False`` the history equals ``model.fit(..., shuffle=False).history`` for the
-    same initial weights. ``shuffle=True`` draws a new order every epoch from ``seed``; it
-    cannot reproduce ``fit``'s own shuffling.
+    With ``shuffle=False`` the history equals ``model.fit(..., shuffle=False).history``
+    for the same initial weights. ``shuffle=True`` draws a new order every epoch from
+    ``seed``; it cannot reproduce ``fit``'s own shuffling.
     """
     require("keras")
     import keras
     import tensorflow as tf
 
-    _check_model(model, keras)
-    _check_keras_object("loss", loss, keras.losses.Loss)
-    _check_keras_object("optimizer", optimizer, keras.optimizers.Optimizer)
-    metrics = _check_metrics("metrics", metrics, keras)
-    weighted_metrics = _check_metrics("weighted_metrics", weighted_metrics, keras)
-    batch_size = check.positive_int("batch_size", batch_size)
-    epochs = check.non_negative_int("epochs", epochs)
-    shuffle = check.boolean("shuffle", shuffle)
-    seed = check.optional_seed("seed", seed)
-    x = check.data_array("x", x)
-    y = check.data_array("y", y, length=len(x))
-    sample_weight = check.sample_weights("sample_weight", sample_weight, length=len(x))
-
-    # fit() converts float inputs to Keras' float type (float32) before the first step.
-    floatx = keras.config.floatx()
-    x, y = (a.astype(floatx) if np.issubdtype(a.dtype, np.floating) else a for a in (x, y))
-    if sample_weight is not None:
-        sample_weight = sample_weight.astype(floatx)
-
-    loss_tracker = keras.metrics.Mean(name="loss")  # what fit() calls the "loss" in its logs
+    x, y, sample_weight = _check_arguments(model, x, y, loss, optimizer, metrics,
+                                           weighted_metrics, sample_weight, batch_size,
+                                           epochs, shuffle, seed)
+    loss_tracker = keras.metrics.Mean(name="loss")  # what fit() logs as "loss"
     trackers = [loss_tracker, *metrics, *weighted_metrics]
+    weighted = [False] * len(metrics) + [True] * len(weighted_metrics)
     # A second, fresh copy of each tracker measures the current batch alone.
     batch_trackers = [type(m).from_config(m.get_config()) for m in trackers]
-    keys = tuple(m.name for m in trackers)
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
 
@@ -91,69 +63,63 @@ def train(
         with tf.GradientTape() as tape:
             y_pred = model(x_batch, training=True)
             batch_loss = loss(y_batch, y_pred, sample_weight=w_batch)
-            if model.losses:  # weight penalties (e.g. L2) belong to the loss fit() reports
+            if model.losses:  # weight penalties (e.g. L2) are part of the logged loss
                 batch_loss = batch_loss + tf.add_n(model.losses)
         gradients = tape.gradient(batch_loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
 
-        # y_pred was computed before apply_gradients: the logged numbers describe the weights
-        # as they were at the start of the step.
-        size = tf.shape(x_batch)[0]
+        # y_pred was computed before apply_gradients: the logged numbers describe the
+        # weights the step started from. The loss is weighted by the batch size.
         for tracker in (loss_tracker, batch_trackers[0]):
-            tracker.update_state(batch_loss, sample_weight=size)
-        for m, batch_m in zip(metrics, batch_trackers[1 : 1 + len(metrics)]):
-            m.update_state(y_batch, y_pred)
-            batch_m.update_state(y_batch, y_pred)
-        for m, batch_m in zip(weighted_metrics, batch_trackers[1 + len(metrics) :]):
-            m.update_state(y_batch, y_pred, sample_weight=w_batch)
-            batch_m.update_state(y_batch, y_pred, sample_weight=w_batch)
+            tracker.update_state(batch_loss, sample_weight=tf.shape(x_batch)[0])
+        for m, batch_m, uses_weights in zip(trackers[1:], batch_trackers[1:], weighted):
+            w = w_batch if uses_weights else None
+            m.update_state(y_batch, y_pred, sample_weight=w)
+            batch_m.update_state(y_batch, y_pred, sample_weight=w)
         return [m.result() for m in batch_trackers], [m.result() for m in trackers]
 
-    log = TrainingLog(keys=keys)
+    log = TrainingLog(keys=[m.name for m in trackers])
     rng = np.random.default_rng(seed)
     for epoch in range(epochs):
         for m in trackers:
             m.reset_state()  # fit() resets its metrics at the start of every epoch
-        order = rng.permutation(len(x)) if shuffle else None
-        for step, idx in enumerate(batch_indices(len(x), batch_size, order=order)):
+        order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
+        for step, batch in enumerate(batches(len(x), batch_size)):
+            idx = order[batch]
             for m in batch_trackers:
                 m.reset_state()
-            w_batch = None if sample_weight is None else tf.constant(sample_weight[idx])
-            batch_values, running_values = train_step(tf.constant(x[idx]), tf.constant(y[idx]), w_batch)
-            log.add_batch(
-                epoch=epoch,
-                step=step,
-                size=len(idx),
-                batch=dict(zip(keys, _floats(batch_values))),
-                running=dict(zip(keys, _floats(running_values))),
-            )
+            w = None if sample_weight is None else tf.constant(sample_weight[idx])
+            values, running = train_step(tf.constant(x[idx]), tf.constant(y[idx]), w)
+            log.add_batch(epoch=epoch, step=step, size=len(idx),
+                          batch=dict(zip(log.keys, map(float, values))),
+                          running=dict(zip(log.keys, map(float, running))))
         log.end_epoch(log.batches[-1].running)
     return log
 
 
-def _floats(tensors) -> list[float]:
-    return [float(t) for t in tensors]
+def _check_arguments(model, x, y, loss, optimizer, metrics, weighted_metrics, sample_weight,
+                     batch_size, epochs, shuffle, seed):
+    """Refuse bad arguments by name; return ``x``, ``y`` and ``sample_weight`` as fit() sees them."""
+    import keras
 
-
-def _check_model(model, keras) -> None:
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    if not model.built:
-        raise ValueError("model must be built before training: give it a keras.Input or call build()")
-
-
-def _check_keras_object(name: str, value, cls) -> None:
-    if not isinstance(value, cls):
-        raise TypeError(f"{name} must be a {cls.__module__.split('.')[0]}.{cls.__qualname__} "
-                        f"instance, got {type(value).__name__}: {value!r}")
-
-
-def _check_metrics(name: str, values, keras) -> list:
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise TypeError(f"{name} must be a sequence of keras.metrics.Metric objects, got {values!r}")
-    values = list(values)
-    for value in values:
-        if not isinstance(value, keras.metrics.Metric):
-            raise TypeError(f"{name} must hold keras.metrics.Metric objects (not strings), "
-                            f"got {type(value).__name__}: {value!r}")
-    return values
+    check.keras_model("model", model)
+    check.instance("loss", loss, keras.losses.Loss)
+    check.instance("optimizer", optimizer, keras.optimizers.Optimizer)
+    for name, values in (("metrics", metrics), ("weighted_metrics", weighted_metrics)):
+        for value in check.sequence(name, values):
+            check.instance(name, value, keras.metrics.Metric)
+    names = ["loss", *(m.name for m in [*metrics, *weighted_metrics])]
+    if len(set(names)) != len(names):
+        raise ValueError(f"metrics and weighted_metrics must have distinct names other than 'loss', "
+                         f"got {names[1:]}")
+    check.positive_int("batch_size", batch_size)
+    check.non_negative_int("epochs", epochs)
+    check.boolean("shuffle", shuffle)
+    check.optional_seed("seed", seed)
+    x = check.data_array("x", x)
+    y = check.data_array("y", y, length=len(x))
+    sample_weight = check.sample_weights("sample_weight", sample_weight, length=len(x))
+    # fit() converts float inputs to Keras' float type (float32) before the first step.
+    floatx = keras.config.floatx()
+    x, y = (a.astype(floatx) if np.issubdtype(a.dtype, np.floating) else a for a in (x, y))
+    return x, y, None if sample_weight is None else sample_weight.astype(floatx)

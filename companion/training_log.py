@@ -39,17 +39,11 @@ class BatchRecord:
 
 @dataclass(eq=False)
 class TrainingLog:
-    """Per-epoch ``history`` (named like Keras' ``History.history``) and per-step ``batches``.
-
-    A loop adds steps one at a time (``add_batch``) or a whole epoch's at once (``add_steps``,
-    arrays); either way ``batches`` lists one :class:`BatchRecord` per optimizer step, built
-    when it is first read.
-    """
+    """Per-epoch ``history`` (named like Keras' ``History.history``) and per-step ``batches``."""
 
     keys: tuple[str, ...]
     history: dict[str, list[float]] = field(default_factory=dict)
-    _records: list[BatchRecord] = field(default_factory=list, init=False, repr=False)
-    _pending: list[tuple] = field(default_factory=list, init=False, repr=False)
+    batches: list[BatchRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.keys = tuple(self.keys)
@@ -57,23 +51,6 @@ class TrainingLog:
             raise ValueError(f"keys must be unique, got {self.keys}: give each metric its own name")
         for key in self.keys:
             self.history.setdefault(key, [])
-
-    @property
-    def batches(self) -> list[BatchRecord]:
-        """One record per optimizer step, in training order."""
-        for epoch, sizes, batch, running in self._pending:
-            for step, size in enumerate(sizes):
-                self._records.append(
-                    BatchRecord(
-                        epoch=epoch,
-                        step=step,
-                        size=size,
-                        batch={k: batch[k][step] for k in self.keys},
-                        running={k: running[k][step] for k in self.keys},
-                    )
-                )
-        self._pending.clear()
-        return self._records
 
     def add_batch(self, *, epoch: int, step: int, size: int, batch: dict, running: dict) -> None:
         """Append the record of one step (values are converted to Python floats)."""
@@ -86,21 +63,6 @@ class TrainingLog:
                 running={k: float(running[k]) for k in self.keys},
             )
         )
-
-    def add_steps(self, *, epoch: int, sizes, batch: dict, running: dict) -> None:
-        """Append all the steps of one epoch at once: ``sizes`` holds each step's sample count,
-        ``batch[key]`` and ``running[key]`` one value per step (steps are numbered from 0)."""
-        sizes = [int(size) for size in sizes]
-        columns = []
-        for name, values in (("batch", batch), ("running", running)):
-            if not isinstance(values, dict) or set(values) != set(self.keys):
-                raise ValueError(f"{name} must be a dict with the keys {self.keys}, got {values!r}")
-            column = {k: [float(value) for value in values[k]] for k in self.keys}
-            for key, series in column.items():
-                if len(series) != len(sizes):
-                    raise ValueError(f"{name}[{key!r}] has {len(series)} values for {len(sizes)} steps (sizes)")
-            columns.append(column)
-        self._pending.append((int(epoch), sizes, *columns))
 
     def end_epoch(self, values: dict) -> None:
         """Append one epoch's final averages to ``history``."""

@@ -34,7 +34,7 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in match.group(0).split("."))
 
 
-def installed_version(package: str) -> str | None:
+def _installed_version(package: str) -> str | None:
     """The installed version of ``package`` (any of its distribution names), or None."""
     if package not in _DISTRIBUTIONS:
         raise ValueError(f"package must be one of {sorted(_DISTRIBUTIONS)}, got {package!r}")
@@ -51,7 +51,7 @@ def require(package: str, *, version: str | None = None) -> None:
 
     ``version`` overrides the installed version (for tests and diagnostics).
     """
-    found = version if version is not None else installed_version(package)
+    found = version if version is not None else _installed_version(package)
     minimum = MINIMUM_VERSIONS[package]
     if found is None:
         raise ImportError(f"{package} is not installed; the companion needs {package}>={minimum}")

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import companion
-from companion import batching, compare, data
+from companion import batching, compare
 from companion.data import load_diabetes
 
 X, Y = load_diabetes()
@@ -110,14 +110,14 @@ def test_loops_reject_bad_sizes(keras_setup, torch_setup, name, value):
 
 @FAST
 @given(num_samples=st.one_of(not_a_positive_int, st.integers(1, 50)), batch_size=st.one_of(not_a_positive_int, st.integers(1, 50)))
-def test_batch_indices_reject_bad_sizes_and_cover_every_sample_once(num_samples, batch_size):
+def test_batches_reject_bad_sizes_and_cover_every_sample_once(num_samples, batch_size):
     valid = all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (num_samples, batch_size))
     if not valid:
         name = "num_samples" if not (isinstance(num_samples, int) and not isinstance(num_samples, bool) and num_samples >= 1) else "batch_size"
-        assert_rejected(lambda: batching.batch_indices(num_samples, batch_size), name)
+        assert_rejected(lambda: batching.batches(num_samples, batch_size), name)
         return
-    batches = batching.batch_indices(num_samples, batch_size)
-    assert np.concatenate(batches).tolist() == list(range(num_samples))
+    batches = [list(range(num_samples))[b] for b in batching.batches(num_samples, batch_size)]
+    assert [i for batch in batches for i in batch] == list(range(num_samples))
     assert all(len(b) == batch_size for b in batches[:-1]) and 1 <= len(batches[-1]) <= batch_size
 
 
@@ -132,13 +132,6 @@ def test_max_relative_difference_rejects_bad_arrays(case):
     name, value = case
     a, b = (value, np.ones(5)) if name == "a" else (np.ones(5), value)
     assert_rejected(lambda: compare.max_relative_difference(a, b), name)
-
-
-@FAST
-@given(name=st.sampled_from(["num_samples", "num_features", "seed", "noise"]),
-       value=st.one_of(st.integers(max_value=-1), st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not (v >= 0 and np.isfinite(v))), st.text(max_size=2), st.none()))
-def test_synthetic_data_rejects_bad_arguments(name, value):
-    assert_rejected(lambda: data.linear_regression_data(**{name: value}), name)
 
 
 @FAST
@@ -215,7 +208,7 @@ def test_gradient_helpers_reject_bad_inputs(a):
         gradients.gradient_difference(a, [np.ones(3)])
 
 
-# --- models, digits, plotting helpers, checkpoints, distributed: keyword values -------------------
+# --- models, data sets, calibration, checkpoints, distributed: keyword values ---------------------
 
 not_a_fraction = st.one_of(st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not 0 < v < 1),
                            st.text(max_size=2), st.none(), st.booleans())
@@ -248,7 +241,7 @@ def test_model_builders_reject_bad_arguments(name, value):
 @given(name=st.sampled_from(["validation_fraction", "seed"]),
        value=st.one_of(not_a_fraction, st.integers(max_value=-1)))
 def test_digits_split_rejects_bad_arguments(name, value):
-    from companion.digits import load_digits_split
+    from companion.data import load_digits_split
 
     if name == "seed" and isinstance(value, float) and value.is_integer() and value >= 0:
         return
@@ -258,7 +251,7 @@ def test_digits_split_rejects_bad_arguments(name, value):
 @FAST
 @given(accuracy=not_a_fraction.filter(lambda v: v not in (0, 1)), batch_size=st.integers(1, 64))
 def test_batch_accuracy_distribution_rejects_bad_accuracy(accuracy, batch_size):
-    from companion.plotting import batch_accuracy_distribution
+    from companion.calibration import batch_accuracy_distribution
 
     assert_rejected(lambda: batch_accuracy_distribution(accuracy, batch_size), "accuracy")
 
@@ -278,7 +271,7 @@ def test_checkpoint_functions_reject_bad_paths(torch_setup, path):
 def test_distributed_demos_reject_bad_timeouts(timeout):
     from companion import distributed
 
-    assert_rejected(lambda: distributed.run_torch_ddp_demo(timeout=timeout), "timeout")
+    assert_rejected(lambda: distributed.start_demos(timeout=timeout), "timeout")
 
 
 # --- the plotting functions: bad arrays and keyword values ---------------------------------------
@@ -351,7 +344,8 @@ def test_plot_epoch_numbers_rejects_bad_keys_and_evaluations(key, evaluations):
 
     log = TrainingLog(keys=("loss",))
     for epoch in range(2):
-        log.add_steps(epoch=epoch, sizes=[4, 1], batch={"loss": [1.0, 2.0]}, running={"loss": [1.0, 1.2]})
+        log.add_batch(epoch=epoch, step=0, size=4, batch={"loss": 1.0}, running={"loss": 1.0})
+        log.add_batch(epoch=epoch, step=1, size=1, batch={"loss": 2.0}, running={"loss": 1.2})
         log.end_epoch({"loss": 1.2})
     with pytest.raises(KeyError, match="key must be one of"):
         plot_epoch_numbers(log, key)
@@ -402,50 +396,22 @@ def test_gradient_functions_reject_bad_keywords(gradient_models, name, value):
                                                              reduction=value), name)
 
 
-# --- the streaming metrics' per-sample values and the log's bulk steps -----------------------------
-
-
-@FAST
-@given(case=array_cases(np.linspace(0.0, 1.0, 8), "values"))
-def test_add_values_rejects_bad_arrays(case):
-    from companion.metrics import MeanSquaredError
-
-    _, value = case
-    metric = MeanSquaredError()
-    metric.add_values(np.linspace(0.0, 1.0, 8))
-    before = (metric.total, metric.count)
-    if value.size and np.all(np.isfinite(value)):  # a shorter array is still valid here...
-        value = value.reshape(1, -1)  # ...but not as a row
-    assert_rejected(lambda: metric.add_values(value), "values")
-    assert (metric.total, metric.count) == before
+# --- the streaming metrics ---------------------------------------------------------------------------
 
 
 @FAST
 @given(case=st.one_of(array_cases(Y[:8, 0].astype(np.float64), "y_true"), array_cases(Y[:8, 0].astype(np.float64), "y_pred")))
-def test_per_sample_rejects_bad_arrays(case):
-    from companion.metrics import MeanAbsoluteError, MeanSquaredError
+def test_metric_updates_reject_bad_arrays(case):
+    from companion.metrics import MeanSquaredError
 
     name, value = case
     arguments = {"y_true": Y[:8, 0].astype(np.float64), "y_pred": Y[:8, 0] + 0.1}
     arguments[name] = value
-    for metric in (MeanSquaredError(), MeanAbsoluteError()):
-        with pytest.raises((ValueError, TypeError)) as error:
-            metric.per_sample(arguments["y_true"], arguments["y_pred"])
-        assert "y_true" in str(error.value) or "y_pred" in str(error.value), str(error.value)
-
-
-@FAST
-@given(steps=st.integers(1, 4), wrong=st.integers(0, 6), which=st.sampled_from(["batch", "running"]))
-def test_add_steps_rejects_columns_of_the_wrong_length(steps, wrong, which):
-    from companion.training_log import TrainingLog
-
-    if wrong == steps:
-        wrong = steps + 1
-    columns = {"batch": {"loss": [1.0] * steps}, "running": {"loss": [1.0] * steps}}
-    columns[which] = {"loss": [1.0] * wrong}
-    log = TrainingLog(keys=("loss",))
-    assert_rejected(lambda: log.add_steps(epoch=0, sizes=[1] * steps, **columns), which)
-    assert log.batches == []
+    metric = MeanSquaredError()
+    with pytest.raises((ValueError, TypeError)) as error:
+        metric.update(arguments["y_true"], arguments["y_pred"])
+    assert "y_true" in str(error.value) or "y_pred" in str(error.value), str(error.value)
+    assert metric.count == 0, "a refused update adds nothing"
 
 
 # --- the shared array conversion: every public function's arrays go through it --------------------

@@ -1,5 +1,5 @@
-"""Tests of companion.calibration and companion.digits: hand-computed cases, agreement with Keras
-and PyTorch where both compute the same thing, and clear errors for bad input.
+"""Tests of companion.calibration and the digits of companion.data: hand-computed cases, agreement
+with Keras and PyTorch where both compute the same thing, and clear errors for bad input.
 
 The frameworks are imported lazily (fixtures), so the NumPy tests run without them.
 """
@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import companion.calibration
-import companion.digits
-from companion.calibration import (ReliabilityDiagram, cross_entropy, expected_calibration_error, margins,
-                                   reliability_diagram)
-from companion.digits import NUM_CLASSES, NUM_PIXELS, load_digits_split
+from companion.calibration import (ReliabilityDiagram, batch_accuracy_distribution, cross_entropy,
+                                   expected_calibration_error, margins, reliability_diagram)
+from companion.data import NUM_CLASSES, NUM_PIXELS, load_digits_split
 from companion.metrics import Accuracy
 
 FAST = settings(max_examples=50, deadline=None)
@@ -212,6 +211,45 @@ def test_logits_are_not_taken_for_probabilities(probabilities, words):
 def test_num_bins_must_be_a_positive_int(num_bins, error):
     with pytest.raises(error, match="num_bins"):
         expected_calibration_error([0], [[0.6, 0.4]], num_bins=num_bins)
+
+
+# ---------------------------------------------------------------- the batch-accuracy distribution
+
+
+@pytest.mark.parametrize("p, b", [(0.9, 32), (0.5, 7), (0.0, 4), (1.0, 4)])
+def test_binomial_distribution_has_the_binomial_moments(p, b):
+    pmf = batch_accuracy_distribution(p, b)
+    k = np.arange(b + 1) / b
+    assert pmf.shape == (b + 1,) and pmf.sum() == pytest.approx(1.0)
+    assert np.sum(k * pmf) == pytest.approx(p)
+    assert math.sqrt(np.sum((k - p) ** 2 * pmf)) == pytest.approx(math.sqrt(p * (1 - p) / b), abs=1e-12)
+
+
+@pytest.mark.parametrize("right, n, b", [(1221, 1348, 32), (3, 10, 4), (10, 10, 5)])
+def test_hypergeometric_distribution_is_narrower_by_the_finite_set_factor(right, n, b):
+    p = right / n
+    pmf = batch_accuracy_distribution(p, b, population=n)
+    k = np.arange(b + 1) / b
+    assert pmf.sum() == pytest.approx(1.0) and np.sum(k * pmf) == pytest.approx(p)
+    expected = math.sqrt(p * (1 - p) / b * (n - b) / (n - 1))
+    assert math.sqrt(np.sum((k - p) ** 2 * pmf)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_batch_accuracy_distribution_by_hand():
+    np.testing.assert_allclose(batch_accuracy_distribution(0.5, 2), [0.25, 0.5, 0.25])
+    np.testing.assert_allclose(batch_accuracy_distribution(0.5, 2, population=4), [1 / 6, 4 / 6, 1 / 6])
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"accuracy": 1.5, "batch_size": 4}, ValueError, "accuracy"),
+    ({"accuracy": True, "batch_size": 4}, TypeError, "accuracy"),
+    ({"accuracy": 0.5, "batch_size": 0}, ValueError, "batch_size"),
+    ({"accuracy": 0.5, "batch_size": 4.0}, TypeError, "batch_size"),
+    ({"accuracy": 0.5, "batch_size": 4, "population": 3}, ValueError, "population"),
+])
+def test_batch_accuracy_distribution_bad_arguments(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        batch_accuracy_distribution(**kwargs)
 
 
 # ---------------------------------------------------------------- the digits

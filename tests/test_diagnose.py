@@ -7,6 +7,7 @@ healthy). Keras and PyTorch are imported lazily, through fixtures.
 
 from __future__ import annotations
 
+import re
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import companion.diagnose
-from companion.diagnose import CODES, Finding, diagnose
+from companion.diagnose import Finding, diagnose
 from companion.metrics import MeanSquaredError
 
 RNG = np.random.default_rng(0)
@@ -41,8 +42,14 @@ def only(code: str, *args, **kwargs) -> Finding:
 
 # ---------------------------------------------------------------- the module
 
+# The codes as the module's docstring documents them, in the order the checks run: the promise
+# that a reader's code may match on.
+CODES = tuple(dict.fromkeys(re.findall(r"``([A-Z0-9]+(?:_[A-Z0-9]+)+)``", companion.diagnose.__doc__)))
 
 
+def test_the_docstring_documents_every_code():
+    assert CODES == ("SHAPE_BROADCAST", "EMPTY_METRIC", "FLOAT16_UNDERFLOW", "INTEGER_VALUES",
+                     "CONSTANT_TARGET", "CONSTANT_PREDICTION", "TARGET_IN_INPUTS", "DISPLAY_ROUNDING")
 
 
 def test_a_finding_is_a_code_and_a_message_printed_wrapped():
@@ -94,8 +101,6 @@ def test_findings_come_in_the_documented_order():
 
 def test_messages_can_be_printed_in_a_notebook():
     # The book's tests reject stored outputs that look like warnings; findings are printed there.
-    import re
-
     y = np.zeros((N, 1), dtype=np.int64)
     findings = diagnose(y[:, 0], y, x=X, shown="0.00", metric=MeanSquaredError())
     findings += diagnose(TINY_Y.astype(np.float16), TINY_P.astype(np.float16), x=np.c_[X, TINY_Y],
@@ -371,7 +376,7 @@ BAD_INPUT = [
      r"x must have one row per sample of y_true \(2\), got shape \(3, 2\)"),
     (([], []), {}, ValueError, r"y_true must not be empty, got shape \(0,\)"),
     (([1.0, 2.0], np.ones((2, 0))), {}, ValueError, r"y_pred must not be empty, got shape \(2, 0\)"),
-    (([1.0, np.nan], [1.0, 2.0]), {}, ValueError, r"y_true must be finite, got 1 NaN/inf"),
+    (([1.0, np.nan], [1.0, 2.0]), {}, ValueError, r"y_true must be finite, got 1 NaN or inf"),
     (([1.0, 2.0], [np.inf, 2.0]), {}, ValueError, r"y_pred must be finite"),
     (([1.0, 2.0], [1.0, 2.0]), {"x": [[np.nan], [1.0]]}, ValueError, r"x must be finite"),
     ((1.0, 1.0), {}, ValueError, r"y_true must have a sample axis, got a scalar"),

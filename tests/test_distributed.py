@@ -72,21 +72,22 @@ def test_ddp_averages_rank_gradients(results):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, error, match",
     [
-        (dict(timeout=0), "timeout"),
-        (dict(timeout=-1.0), "timeout"),
-        (dict(timeout=float("inf")), "timeout"),
-        (dict(timeout="60"), "timeout"),
-        (dict(timeout=True), "timeout"),
-        (dict(frameworks="torch"), "frameworks"),
-        (dict(frameworks=()), "frameworks"),
-        (dict(frameworks=("jax",)), "frameworks"),
+        (dict(timeout=0), ValueError, "timeout"),
+        (dict(timeout=-1.0), ValueError, "timeout"),
+        (dict(timeout=float("inf")), ValueError, "timeout"),
+        (dict(timeout="60"), TypeError, "timeout"),
+        (dict(timeout=True), TypeError, "timeout"),
+        (dict(frameworks="torch"), TypeError, "frameworks"),
+        (dict(frameworks=()), ValueError, "frameworks"),
+        (dict(frameworks=("jax",)), ValueError, "frameworks"),
     ],
 )
-def test_bad_arguments_are_rejected_by_name(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        distributed.run_demos(**kwargs)
+def test_bad_arguments_are_rejected_by_name_before_anything_starts(kwargs, error, match, monkeypatch):
+    monkeypatch.setattr(distributed, "_Processes", None)  # starting a process would fail differently
+    with pytest.raises(error, match=match):
+        distributed.start_demos(**kwargs)
 
 
 def test_a_hanging_process_is_killed_at_the_timeout():

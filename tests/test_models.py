@@ -39,6 +39,25 @@ def test_mismatched_layers_are_refused():
         models.copy_keras_weights_to_torch(models.keras_mlp(3, hidden=(4,)), models.torch_mlp(3, hidden=(5,)))
 
 
+@pytest.mark.parametrize("keras_bias, torch_bias", [(True, False), (False, True)])
+def test_a_bias_on_one_side_only_is_refused(keras_bias, torch_bias):
+    keras_model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, use_bias=keras_bias)])
+    torch_model = torch.nn.Sequential(torch.nn.Linear(3, 2, bias=torch_bias))
+    before = [p.detach().clone() for p in torch_model.parameters()]
+    with pytest.raises(ValueError, match=rf"torch_model's Linear layer 0 has bias={torch_bias}.*use_bias={keras_bias}"):
+        models.copy_keras_weights_to_torch(keras_model, torch_model)
+    assert all(torch.equal(b, p) for b, p in zip(before, torch_model.parameters())), "nothing was copied"
+
+
+def test_layers_without_bias_on_both_sides_are_copied():
+    keras_model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, use_bias=False)])
+    torch_model = torch.nn.Sequential(torch.nn.Linear(3, 2, bias=False))
+    models.copy_keras_weights_to_torch(keras_model, torch_model)
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(torch_model(torch.from_numpy(x)).numpy(), keras_model(x).numpy(), rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -48,6 +67,8 @@ def test_mismatched_layers_are_refused():
         (lambda: models.keras_mlp(3, dropout=1.0), "dropout"),
         (lambda: models.keras_mlp(3, l2=-1), "l2"),
         (lambda: models.torch_l2_penalty(float("nan")), "l2"),
+        (lambda: models.copy_keras_weights_to_torch("net", models.torch_mlp(3)), "keras_model must be a keras.Model"),
+        (lambda: models.copy_keras_weights_to_torch(models.keras_mlp(3), "net"), "torch_model must be a torch.nn.Module"),
     ],
 )
 def test_bad_input_is_rejected_by_name(call, match):

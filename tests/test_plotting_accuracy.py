@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import matplotlib
 
 matplotlib.use("Agg")  # tests draw off-screen; notebooks keep their inline backend
@@ -12,9 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from companion.calibration import reliability_diagram  # noqa: E402
-from companion.plotting import (batch_accuracy_distribution, plot_batch_accuracy_histogram,  # noqa: E402
-                                plot_loss_and_accuracy, plot_loss_vs_margin, plot_reliability_diagram)
+from companion.calibration import batch_accuracy_distribution, reliability_diagram  # noqa: E402
+from companion.plotting import (plot_batch_accuracy_histogram, plot_loss_and_accuracy,  # noqa: E402
+                                plot_loss_vs_margin, plot_reliability_diagram)
 
 
 @pytest.fixture(autouse=True)
@@ -25,45 +23,6 @@ def close_figures():
 
 def labelled(ax):
     return bool(ax.get_title()) and bool(ax.get_xlabel()) and bool(ax.get_ylabel())
-
-
-# ---------------------------------------------------------------- the batch-accuracy distribution
-
-
-@pytest.mark.parametrize("p, b", [(0.9, 32), (0.5, 7), (0.0, 4), (1.0, 4)])
-def test_binomial_distribution_has_the_binomial_moments(p, b):
-    pmf = batch_accuracy_distribution(p, b)
-    k = np.arange(b + 1) / b
-    assert pmf.shape == (b + 1,) and pmf.sum() == pytest.approx(1.0)
-    assert np.sum(k * pmf) == pytest.approx(p)
-    assert math.sqrt(np.sum((k - p) ** 2 * pmf)) == pytest.approx(math.sqrt(p * (1 - p) / b), abs=1e-12)
-
-
-@pytest.mark.parametrize("right, n, b", [(1221, 1348, 32), (3, 10, 4), (10, 10, 5)])
-def test_hypergeometric_distribution_is_narrower_by_the_finite_set_factor(right, n, b):
-    p = right / n
-    pmf = batch_accuracy_distribution(p, b, population=n)
-    k = np.arange(b + 1) / b
-    assert pmf.sum() == pytest.approx(1.0) and np.sum(k * pmf) == pytest.approx(p)
-    expected = math.sqrt(p * (1 - p) / b * (n - b) / (n - 1))
-    assert math.sqrt(np.sum((k - p) ** 2 * pmf)) == pytest.approx(expected, abs=1e-12)
-
-
-def test_distribution_by_hand():
-    np.testing.assert_allclose(batch_accuracy_distribution(0.5, 2), [0.25, 0.5, 0.25])
-    np.testing.assert_allclose(batch_accuracy_distribution(0.5, 2, population=4), [1 / 6, 4 / 6, 1 / 6])
-
-
-@pytest.mark.parametrize("kwargs, error, words", [
-    ({"accuracy": 1.5, "batch_size": 4}, ValueError, "accuracy"),
-    ({"accuracy": True, "batch_size": 4}, ValueError, "accuracy"),
-    ({"accuracy": 0.5, "batch_size": 0}, ValueError, "batch_size"),
-    ({"accuracy": 0.5, "batch_size": 4.0}, TypeError, "batch_size"),
-    ({"accuracy": 0.5, "batch_size": 4, "population": 3}, ValueError, "population"),
-])
-def test_distribution_bad_arguments(kwargs, error, words):
-    with pytest.raises(error, match=words):
-        batch_accuracy_distribution(**kwargs)
 
 
 # ---------------------------------------------------------------- the figures

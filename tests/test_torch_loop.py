@@ -52,8 +52,11 @@ def test_matches_keras_from_the_same_weights():
 def test_batch_values_are_pre_update_and_epoch_is_size_weighted():
     model, optimizer = fresh(lr=0.1)
     start = copy.deepcopy(model)
+    def mae(y_true, y_pred):
+        return float((y_true - y_pred).abs().mean())
+
     log = torch_loop.train(model, X, Y, loss_fn=torch.nn.MSELoss(), optimizer=optimizer,
-                           batch_size=BATCH, epochs=2, metrics=[metrics.MeanAbsoluteError(name="mae")])
+                           batch_size=BATCH, epochs=2, metrics=[mae])
     with torch.no_grad():
         first = start(torch.from_numpy(X[:BATCH]))
     target = torch.from_numpy(Y[:BATCH])
@@ -84,45 +87,62 @@ def test_callable_metric_and_tensor_input():
     assert log.history["max_error"][0] == pytest.approx(np.dot(batch_maxima, sizes) / len(X), rel=1e-6)
 
 
-class _BatchByBatch:
-    """A metric object without ``per_sample``: the loop must update it batch by batch."""
-
-    def __init__(self, metric):
-        self.metric, self.name = metric, metric.name
-        self.update, self.result, self.reset = metric.update, metric.result, metric.reset
-
-    total = property(lambda self: self.metric.total)
-    count = property(lambda self: self.metric.count)
-
-
 @pytest.mark.parametrize("accumulation_steps, shuffle", [(1, False), (3, True)])
-def test_once_per_epoch_metric_equals_batch_by_batch_updates(accumulation_steps, shuffle):
-    # The loop reads a companion metric once per epoch (per_sample on all the predictions) and
-    # any other metric object batch by batch; both must log the same numbers.
+def test_a_metric_object_and_a_callable_log_the_same_numbers(accumulation_steps, shuffle):
+    # A metric object's value for a step is what the step added to its total over what it added
+    # to its count; a callable's is its batch values weighted by size. For a per-sample mean
+    # both are the mean over the step's samples.
     def squared_error(y_true, y_pred):
         return float(((y_true.double() - y_pred.double()) ** 2).mean())
 
-    once, by_batch = metrics.MeanSquaredError(name="mse"), _BatchByBatch(metrics.MeanSquaredError(name="mse_by_batch"))
-    assert hasattr(once, "per_sample") and not hasattr(by_batch, "per_sample")
+    mse = metrics.MeanSquaredError(name="mse")
     model, optimizer = fresh(lr=0.1)
     log = torch_loop.train(model, X, Y, loss_fn=torch.nn.MSELoss(), optimizer=optimizer, batch_size=BATCH,
-                           epochs=2, metrics=[once, by_batch, squared_error], shuffle=shuffle, seed=1,
+                           epochs=2, metrics=[mse, squared_error], shuffle=shuffle, seed=1,
                            accumulation_steps=accumulation_steps)
     for kind in ("batch", "running"):
-        reference = log.series("mse", kind=kind)
-        for key in ("mse_by_batch", "squared_error"):
-            np.testing.assert_allclose(log.series(key, kind=kind), reference, rtol=1e-12, err_msg=f"{key} {kind}")
-    # The loss and the MSE metric are the same function of the same predictions.
-    np.testing.assert_allclose(log.series("loss"), log.series("mse"), rtol=1e-6)
-    # Each metric object ends holding the last epoch's data, as after batch-by-batch updates.
-    assert once.count == by_batch.count == len(X)
-    assert once.result() == pytest.approx(by_batch.result(), rel=1e-12)
-    assert once.result() == pytest.approx(log.history["mse"][-1], rel=1e-12)
+        np.testing.assert_allclose(log.series("squared_error", kind=kind), log.series("mse", kind=kind),
+                                   rtol=1e-12, err_msg=kind)
+        # The loss and the MSE metric are the same function of the same predictions.
+        np.testing.assert_allclose(log.series("loss", kind=kind), log.series("mse", kind=kind), rtol=1e-6)
+    # The metric object ends holding the last epoch, reset at its start.
+    assert mse.count == len(X)
+    assert mse.result() == pytest.approx(log.history["mse"][-1], rel=1e-12)
+
+
+def test_a_keras_metric_is_refused_rather_than_called(keras):
+    model, optimizer = fresh()
+    with pytest.raises(TypeError, match="Keras metric MeanSquaredError.*companion.metrics"):
+        torch_loop.train(model, X, Y, loss_fn=torch.nn.MSELoss(), optimizer=optimizer, batch_size=BATCH,
+                         epochs=1, metrics=[keras.metrics.MeanSquaredError()])
+
+
+def test_an_optimizer_of_another_model_is_refused():
+    model, _ = fresh()
+    _, other_optimizer = fresh()
+    with pytest.raises(ValueError, match="optimizer must update the model's parameters"):
+        torch_loop.train(model, X, Y, loss_fn=torch.nn.MSELoss(), optimizer=other_optimizer,
+                         batch_size=BATCH, epochs=1)
+
+
+def test_the_shape_check_leaves_the_model_and_the_random_stream_as_they_were():
+    # The loop predicts one sample in inference mode before training to compare shapes; that
+    # draws no dropout mask, so a run with dropout is the same as without the check.
+    torch.manual_seed(0)
+    model = models.torch_mlp(X.shape[1], hidden=(8,), dropout=0.5)
+    model.eval()
+    torch_loop.train(model, X, Y, loss_fn=torch.nn.MSELoss(),
+                     optimizer=torch.optim.SGD(model.parameters(), lr=0.0), batch_size=BATCH, epochs=0)
+    assert not model.training  # no epoch ran, so the model keeps its mode
+    after_check = torch.rand(3)
+    torch.manual_seed(0)
+    models.torch_mlp(X.shape[1], hidden=(8,), dropout=0.5)
+    assert torch.equal(after_check, torch.rand(3))
 
 
 def test_a_diverging_loss_is_reported_with_its_epoch_and_batch():
     model, optimizer = fresh(lr=1e3)
-    with pytest.raises(ValueError, match=r"the loss is (nan|inf) in epoch \d+, micro-batch \d+"):
+    with pytest.raises(ValueError, match=r"the loss is (nan|inf) in epoch \d+, step \d+"):
         torch_loop.train(model, X, Y * 1e30, loss_fn=torch.nn.MSELoss(), optimizer=optimizer,
                          batch_size=BATCH, epochs=3)
 
@@ -152,7 +172,8 @@ def test_broadcasting_shapes_are_refused():
         (dict(epochs=1.0), TypeError, "epochs"),
         (dict(y=Y[:10]), ValueError, "y must have one row per sample"),
         (dict(x=np.full_like(X, np.inf)), ValueError, "x must be finite"),
-        (dict(x=np.array([["a"]] * len(Y))), TypeError, "x must hold numbers"),
+        (dict(x=np.array([["a"]] * len(Y))), TypeError, "x must hold real numbers"),
+        (dict(metrics=[lambda t, p: 0.0, lambda t, p: 1.0]), ValueError, "distinct names"),
         (dict(optimizer="sgd"), TypeError, "optimizer"),
         (dict(model=lambda t: t), TypeError, "model must be a torch.nn.Module"),
         (dict(metrics="mse"), TypeError, "metrics must be a sequence"),

@@ -79,7 +79,7 @@ def torch_cases():
 
     from companion import metrics, models
     from companion.data import load_diabetes
-    from companion.digits import load_digits_split
+    from companion.data import load_digits_split
 
     x, y = load_diabetes()
     digits = load_digits_split()
