@@ -104,7 +104,9 @@ test-minimum: ## unit tests and chapter 1 on the oldest supported TensorFlow, Ke
 	  scikit-learn matplotlib pytest hypothesis nbval ipykernel pyyaml packaging jupytext
 	$(MIN_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	$(MIN_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_versions.py tests/test_metrics.py \
-	  tests/test_tf_loop.py tests/test_torch_loop.py tests/test_models.py tests/test_training_log.py
+	  tests/test_tf_loop.py tests/test_torch_loop.py tests/test_models.py tests/test_training_log.py \
+	  tests/test_batching.py tests/test_compare.py tests/test_data.py tests/test_glue.py \
+	  tests/test_plotting.py tests/test_validation.py tests/test_reproducibility.py
 	$(MIN_VENV)/bin/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env book/01_loss_vs_metric.ipynb
 
 bench: $(STAMP) ## time the reference loops against fit / a plain loop, the import, each notebook

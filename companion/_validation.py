@@ -10,20 +10,22 @@ from pathlib import Path
 import numpy as np
 
 
-def positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}: {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
+def integer(name: str, value, *, minimum: int) -> int:
+    """An int (or NumPy integer, not a bool) >= ``minimum``."""
+    what = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}: {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {what}, got {value}")
     return int(value)
+
+
+def positive_int(name: str, value) -> int:
+    return integer(name, value, minimum=1)
 
 
 def non_negative_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a non-negative int, got {type(value).__name__}: {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value}")
-    return int(value)
+    return integer(name, value, minimum=0)
 
 
 def optional_seed(name: str, value) -> int | None:
@@ -93,7 +95,9 @@ def sample_weights(name: str, value, *, length: int, of: str = "x") -> np.ndarra
         return None
     weights = real_array(name, value).astype(np.float64)
     if weights.shape not in ((length,), (length, 1)):
-        hint = f"; to weight all {length} samples by one number w, pass np.full({length}, w)" if weights.ndim == 0 else ""
+        hint = ""
+        if weights.ndim == 0:
+            hint = f"; to weight all {length} samples by one number w, pass np.full({length}, w)"
         raise ValueError(f"{name} must hold one weight per sample, shape ({length},) or ({length}, 1) "
                          f"for the {length} samples of {of}, got shape {weights.shape}{hint}")
     if np.any(weights < 0):
@@ -150,16 +154,18 @@ def class_indices(y_true: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"y_true must hold class indices of shape (N,) or (N, 1), got shape {y_true.shape}"
         )
-    labels = y_true.reshape(-1).astype(np.float64)
-    # Past 2**53 a float64 label is no longer an exact integer, and int64 would wrap around.
-    bad = (labels < 0) | (labels != np.round(labels)) | (labels >= 2**53)
-    if np.any(bad):
+    labels = y_true.reshape(-1)
+    if labels.dtype.kind in "biu":  # integers: only a negative label can be wrong
+        bad = labels < 0
+    else:  # past 2**53 a float is no longer an exact integer, and int64 would wrap around
+        bad = (labels < 0) | (labels != np.round(labels)) | (labels >= 2**53)
+    if bad.any():
         first = y_true.reshape(-1)[bad][0].item()
         raise ValueError(
             f"y_true must hold class indices (integers >= 0), got {first!r} among "
             f"{int(bad.sum())} invalid label(s) (dtype {y_true.dtype})"
         )
-    return labels.astype(np.int64)
+    return labels.astype(np.int64, copy=False)
 
 
 def sequence(name: str, values) -> list:

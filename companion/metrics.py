@@ -129,8 +129,10 @@ class MeanSquaredError(_Metric):
 
     def update(self, y_true, y_pred, sample_weight=None) -> None:
         """Add a batch: each sample's squared error, averaged over its outputs, weighted."""
-        y_true, y_pred = check.same_shape(_floats("y_true", y_true), _floats("y_pred", y_pred))
-        errors = _row_means(np.square(y_true - y_pred))
+        y_true, y_pred = check.same_shape(check.real_array("y_true", y_true),
+                                          check.real_array("y_pred", y_pred))
+        # In float64 (Keras: float32), so a long epoch's total keeps its last digits.
+        errors = _row_means(np.square(np.subtract(y_true, y_pred, dtype=np.float64)))
         self._add(errors, check.sample_weights("sample_weight", sample_weight, length=len(errors),
                                                of="y_true"))
 
@@ -187,7 +189,9 @@ class Accuracy(_Metric):
             if np.any(y_true >= n_classes):
                 raise ValueError(f"y_true holds class {int(y_true.max())} but y_pred has scores "
                                  f"for classes 0..{n_classes - 1} (shape {y_pred.shape})")
-            # A stable sort of the negated scores ranks tied classes by index: top_k=1 is argmax.
+            if self.top_k == 1:  # argmax takes the first of tied classes, as in every framework
+                return (y_pred.argmax(axis=1) == y_true).astype(np.float64)
+            # A stable sort of the negated scores ranks tied classes by index, as argmax does.
             top = np.argsort(-y_pred.astype(np.float64), axis=1, kind="stable")[:, : self.top_k]
             return np.any(top == y_true[:, None], axis=1).astype(np.float64)
         if self.top_k != 1:
@@ -201,11 +205,6 @@ class Accuracy(_Metric):
                              f"probabilities, so y_true must hold 0 or 1, got class "
                              f"{int(y_true.max())}; for predicted class indices pass integers")
         return ((y_pred > self.threshold) == y_true).astype(np.float64)
-
-
-def _floats(name: str, value) -> np.ndarray:
-    # float64 arithmetic (Keras: float32), so a long epoch's total keeps its last digits.
-    return check.real_array(name, value).astype(np.float64)
 
 
 def _row_means(values: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Tests of companion.calibration and the digits of companion.data: hand-computed cases, agreement
-with Keras and PyTorch where both compute the same thing, and clear errors for bad input.
+"""Tests of companion.calibration: hand-computed cases, agreement with Keras and PyTorch where both
+compute the same thing, and clear errors for bad input.
 
 The frameworks are imported lazily (fixtures), so the NumPy tests run without them.
 """
@@ -10,14 +10,13 @@ import math
 
 import numpy as np
 import pytest
+from conftest import BAD_INPUT_SETTINGS, array_cases, assert_rejected, not_a_fraction, not_a_positive_int
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import companion.calibration
 from companion.calibration import (ReliabilityDiagram, batch_accuracy_distribution, cross_entropy,
                                    expected_calibration_error, margins, reliability_diagram)
-from companion.data import NUM_CLASSES, NUM_PIXELS, load_digits_split
 from companion.metrics import Accuracy
 
 FAST = settings(max_examples=50, deadline=None)
@@ -213,6 +212,36 @@ def test_num_bins_must_be_a_positive_int(num_bins, error):
         expected_calibration_error([0], [[0.6, 0.4]], num_bins=num_bins)
 
 
+LABELS = np.array([0, 1, 2, 1, 0, 2, 1, 0])
+SCORES = np.random.default_rng(0).normal(size=(8, 3))
+PROBABILITIES = softmax(SCORES)
+
+
+@BAD_INPUT_SETTINGS
+@given(case=st.one_of(array_cases(LABELS, "y_true"), array_cases(SCORES, "scores"), array_cases(SCORES, "logits")))
+def test_calibration_rejects_bad_arrays(case):
+    name, value = case
+    if name == "y_true":
+        calls = [lambda: margins(value, SCORES), lambda: cross_entropy(value, SCORES),
+                 lambda: expected_calibration_error(value, PROBABILITIES)]
+    elif name == "scores":
+        calls = [lambda: margins(LABELS, value)]
+    else:
+        calls = [lambda: cross_entropy(LABELS, value)]
+    for call in calls:
+        with pytest.raises((ValueError, TypeError)) as error:
+            call()
+        message = str(error.value)
+        expected = (name, "y_true") if name != "y_true" else ("y_true", "scores", "logits", "probabilities")
+        assert any(n in message for n in expected), f"the error does not name the argument: {message}"
+
+
+@BAD_INPUT_SETTINGS
+@given(num_bins=not_a_positive_int)
+def test_calibration_rejects_bad_bin_counts(num_bins):
+    assert_rejected(lambda: reliability_diagram(LABELS, PROBABILITIES, num_bins=num_bins), "num_bins")
+
+
 # ---------------------------------------------------------------- the batch-accuracy distribution
 
 
@@ -252,49 +281,7 @@ def test_batch_accuracy_distribution_bad_arguments(kwargs, error, words):
         batch_accuracy_distribution(**kwargs)
 
 
-# ---------------------------------------------------------------- the digits
-
-
-def test_digits_split_shapes_dtypes_and_range():
-    x_train, y_train, x_val, y_val = load_digits_split()
-    assert x_train.shape == (1348, NUM_PIXELS) and x_val.shape == (449, NUM_PIXELS)
-    assert x_train.dtype == x_val.dtype == np.float32 and y_train.dtype == y_val.dtype == np.int64
-    assert x_train.min() == 0.0 and x_train.max() == 1.0 and x_val.max() <= 1.0
-    assert set(np.unique(y_train)) == set(np.unique(y_val)) == set(range(NUM_CLASSES))
-
-
-def test_digits_split_is_a_fixed_partition_of_all_images():
-    from sklearn.datasets import load_digits
-
-    images, labels = load_digits(return_X_y=True)
-    split = load_digits_split(validation_fraction=0.3, seed=5)
-    together = np.concatenate([split.x_train, split.x_val]) * 16
-    assert len(together) == len(images)
-    # Every image appears exactly once (rows compared as bytes, with their labels).
-    ours = sorted(row.tobytes() + bytes([int(y)]) for row, y in
-                  zip(together.astype(np.int64), np.concatenate([split.y_train, split.y_val])))
-    theirs = sorted(row.tobytes() + bytes([int(y)]) for row, y in zip(images.astype(np.int64), labels))
-    assert ours == theirs
-    again = load_digits_split(validation_fraction=0.3, seed=5)
-    assert all(np.array_equal(a, b) for a, b in zip(split, again))
-    other = load_digits_split(validation_fraction=0.3, seed=6)
-    assert not np.array_equal(split.y_val, other.y_val)
-
-
-@pytest.mark.parametrize("fraction, expected_val", [(0.25, 449), (0.5, 898), (1e-9, 1), (1 - 1e-9, 1796)])
-def test_validation_fraction_sets_the_size(fraction, expected_val):
-    split = load_digits_split(validation_fraction=fraction)
-    assert len(split.x_val) == expected_val and len(split.x_train) == 1797 - expected_val
-
-
-@pytest.mark.parametrize("kwargs, error, words", [
-    ({"validation_fraction": 0}, ValueError, "validation_fraction"),
-    ({"validation_fraction": 1.0}, ValueError, "validation_fraction"),
-    ({"validation_fraction": "0.2"}, TypeError, "validation_fraction"),
-    ({"validation_fraction": True}, TypeError, "validation_fraction"),
-    ({"seed": -1}, ValueError, "seed"),
-    ({"seed": 1.5}, TypeError, "seed"),
-])
-def test_digits_bad_arguments(kwargs, error, words):
-    with pytest.raises(error, match=words):
-        load_digits_split(**kwargs)
+@BAD_INPUT_SETTINGS
+@given(accuracy=not_a_fraction.filter(lambda v: v not in (0, 1)), batch_size=st.integers(1, 64))
+def test_batch_accuracy_distribution_rejects_bad_accuracy(accuracy, batch_size):
+    assert_rejected(lambda: batch_accuracy_distribution(accuracy, batch_size), "accuracy")

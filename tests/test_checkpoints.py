@@ -7,6 +7,9 @@ import random
 
 import numpy as np
 import pytest
+from conftest import BAD_INPUT_SETTINGS, assert_rejected
+from hypothesis import given
+from hypothesis import strategies as st
 from packaging.version import Version
 
 import companion
@@ -201,6 +204,19 @@ def test_torch_bad_input(tmp_path):
         checkpoints.load_training_state(tmp_path / "missing.pt", model=model, optimizer=optimizer)
     with pytest.raises(ValueError, match="not a training state"):
         checkpoints.load_training_state(tmp_path / "weights.pt", model=model, optimizer=optimizer)
+
+
+@pytest.fixture(scope="module")
+def torch_model_and_optimizer():
+    return torch_run()
+
+
+@BAD_INPUT_SETTINGS
+@given(path=st.one_of(st.none(), st.integers(), st.lists(st.text(max_size=2), max_size=2)))
+def test_checkpoint_functions_reject_bad_paths(torch_model_and_optimizer, path):
+    model, optimizer = torch_model_and_optimizer
+    assert_rejected(lambda: checkpoints.save_training_state(path, model=model, optimizer=optimizer), "path")
+    assert_rejected(lambda: checkpoints.load_training_state(path, model=model, optimizer=optimizer), "path")
 
 
 # --- Keras 3 ------------------------------------------------------------------------------------

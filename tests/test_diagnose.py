@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import BAD_INPUT_SETTINGS, array_cases
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -394,3 +395,14 @@ BAD_INPUT = [
 def test_bad_input_is_refused_with_a_message_that_names_it(args, kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         diagnose(*args, **kwargs)
+
+
+@BAD_INPUT_SETTINGS
+@given(case=st.one_of(array_cases(Y[:, 0], "y_true"), array_cases(Y[:, 0], "y_pred")))
+def test_diagnose_rejects_bad_arrays(case):
+    name, value = case
+    arguments = {"y_true": Y[:, 0], "y_pred": Y[:, 0] + 0.1}
+    arguments[name] = value
+    with pytest.raises((ValueError, TypeError)) as error:
+        diagnose(arguments["y_true"], arguments["y_pred"])
+    assert "y_true" in str(error.value) or "y_pred" in str(error.value), str(error.value)

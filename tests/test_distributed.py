@@ -6,6 +6,9 @@ import sys
 import time
 
 import pytest
+from conftest import BAD_INPUT_SETTINGS, assert_rejected
+from hypothesis import given
+from hypothesis import strategies as st
 
 # The demos import TensorFlow in their own processes; this one only needs to know it is there.
 if importlib.util.find_spec("tensorflow") is None:
@@ -88,6 +91,13 @@ def test_bad_arguments_are_rejected_by_name_before_anything_starts(kwargs, error
     monkeypatch.setattr(distributed, "_Processes", None)  # starting a process would fail differently
     with pytest.raises(error, match=match):
         distributed.start_demos(**kwargs)
+
+
+@BAD_INPUT_SETTINGS
+@given(timeout=st.one_of(st.floats(max_value=0), st.just(float("nan")), st.text(max_size=2), st.none()))
+def test_distributed_demos_reject_bad_timeouts(timeout, monkeypatch):
+    monkeypatch.setattr(distributed, "_Processes", None)  # a wrongly accepted timeout starts nothing
+    assert_rejected(lambda: distributed.start_demos(timeout=timeout), "timeout")
 
 
 def test_a_hanging_process_is_killed_at_the_timeout():

@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import BAD_INPUT_SETTINGS, assert_rejected, bad_data_cases
+from hypothesis import given
+from hypothesis import strategies as st
 
 keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
@@ -156,3 +159,39 @@ def test_flatten_and_gradient_difference():
 def test_comparison_helpers_reject_bad_input(a, b, error, match):
     with pytest.raises(error, match=match):
         gradients.gradient_difference(a, b)
+
+
+# ---------------------------------------------------------------- bad input, drawn by Hypothesis
+
+
+@BAD_INPUT_SETTINGS
+@given(a=st.one_of(st.just([]), st.just([np.ones(3), np.ones(2)]), st.just("gradients"), st.just(None)))
+def test_gradient_helpers_reject_bad_inputs(a):
+    with pytest.raises((ValueError, TypeError)):
+        gradients.gradient_difference(a, [np.ones(3)])
+
+
+@BAD_INPUT_SETTINGS
+@given(case=bad_data_cases(X, Y), framework=st.sampled_from(["tf", "torch"]),
+       function=st.sampled_from(["per_example_gradients", "batch_gradients"]))
+def test_gradient_functions_reject_bad_data(twins, case, framework, function):
+    keras_model, torch_model = twins
+    model, loss_fn = (keras_model, MSE_KERAS) if framework == "tf" else (torch_model, MSE_TORCH)
+    arguments = {"x": X, "y": Y}
+    name, value = case
+    arguments[name] = value  # every case is refused before any gradient is computed
+    call = getattr(gradients, f"{framework}_{function}")
+    assert_rejected(lambda: call(model, arguments["x"], arguments["y"], loss_fn=loss_fn), name)
+
+
+@BAD_INPUT_SETTINGS
+@given(name=st.sampled_from(["reduction", "layout"]), value=st.one_of(st.text(max_size=5), st.none(), st.integers()))
+def test_gradient_functions_reject_bad_keywords(twins, name, value):
+    keras_model, torch_model = twins
+    if value in ("mean", "sum", "torch", "keras"):
+        return
+    assert_rejected(lambda: gradients.torch_batch_gradients(torch_model, X[:8], Y[:8], loss_fn=MSE_TORCH,
+                                                            **{name: value}), name)
+    if name == "reduction":
+        assert_rejected(lambda: gradients.tf_batch_gradients(keras_model, X[:8], Y[:8], loss_fn=MSE_KERAS,
+                                                             reduction=value), name)

@@ -10,11 +10,11 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import BAD_INPUT_SETTINGS, array_cases
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import companion.metrics
 from companion.metrics import Accuracy, Mean, MeanSquaredError
 
 FAST = settings(max_examples=50, deadline=None)
@@ -190,9 +190,6 @@ def test_state_is_two_plain_numbers_shown_in_repr():
     m.update([1.0], [3.0])
     assert (type(m.total), type(m.count)) == (float, float)
     assert repr(m) == "MeanSquaredError(name='mse', total=4.0, count=1.0)"
-
-
-
 
 
 # ---------------------------------------------------------------- split invariance
@@ -540,3 +537,19 @@ def test_a_refused_batch_leaves_the_state_as_it_was():
     with pytest.raises(ValueError, match="sample_weight"):
         mse.update([1.0, 2.0], [5.0, 5.0], sample_weight=[1.0, -1.0])
     assert (mse.total, mse.count) == (4.0, 2.0)
+
+
+TARGET = np.random.default_rng(0).normal(size=8)
+
+
+@BAD_INPUT_SETTINGS
+@given(case=st.one_of(array_cases(TARGET, "y_true"), array_cases(TARGET, "y_pred")))
+def test_metric_updates_reject_bad_arrays(case):
+    name, value = case
+    arguments = {"y_true": TARGET, "y_pred": TARGET + 0.1}
+    arguments[name] = value
+    metric = MeanSquaredError()
+    with pytest.raises((ValueError, TypeError)) as error:
+        metric.update(arguments["y_true"], arguments["y_pred"])
+    assert "y_true" in str(error.value) or "y_pred" in str(error.value), str(error.value)
+    assert metric.count == 0, "a refused update adds nothing"

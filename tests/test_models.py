@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import BAD_INPUT_SETTINGS, assert_rejected, not_a_positive_int
+from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
@@ -74,3 +77,23 @@ def test_layers_without_bias_on_both_sides_are_copied():
 def test_bad_input_is_rejected_by_name(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+@BAD_INPUT_SETTINGS
+@given(name=st.sampled_from(["num_inputs", "hidden", "activation", "l2", "dropout"]),
+       value=st.one_of(not_a_positive_int, st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3)))
+def test_model_builders_reject_bad_arguments(name, value):
+    arguments = {"num_inputs": 3, "hidden": (4,), "activation": "tanh", "dropout": 0.0}
+    if name == "hidden":
+        value = (value,)  # a sequence holding a bad width
+    if name == "dropout" and isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1:
+        return  # a valid rate
+    if name == "l2":
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf"):
+            return
+        assert_rejected(lambda: models.torch_l2_penalty(value), "l2")
+        return
+    if name == "activation" and value in ("linear", "tanh", "relu"):
+        return
+    arguments[name] = value
+    assert_rejected(lambda: models.torch_mlp(**arguments), name)

@@ -1,40 +1,25 @@
-"""The project's foundations: a cheap `import companion`, seeding, and one pinned environment."""
+"""The project's foundations: a cheap `import companion`, tests that mirror the package, and one
+pinned environment."""
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
-import textwrap
 import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_python
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-import companion
-
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "requirements" / "constraints.txt"
 FRAMEWORKS = ("tensorflow", "keras", "torch")
-
-
-def run_python(code: str) -> str:
-    """Run ``code`` in a fresh interpreter (nothing imported yet) and return its stdout."""
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 # --- import companion --------------------------------------------------------------------------
@@ -89,43 +74,31 @@ def test_import_companion_is_fast():
     assert min(timings) < 0.3, f"`import companion` took {min(timings):.3f} s (best of {timings})"
 
 
-# --- seed_everything ---------------------------------------------------------------------------
+# --- the tests mirror the package ---------------------------------------------------------------
+
+# Test files that check the project as a whole, not one module (tests/rendered/ checks the built
+# book); test_keras3_facts.py checks what the chapters say about Keras itself.
+PROJECT_TEST_FILES = ("test_book.py", "test_exercises.py", "test_keras3_facts.py", "test_project.py",
+                      "test_security.py")
 
 
-SEED_PROBE = """
-    import json
-    import companion
-    import numpy as np
-    import tensorflow as tf
-    import torch
-
-    def draws(seed):
-        companion.seed_everything(seed)
-        return {
-            "numpy": np.random.rand(3).tolist(),
-            "torch": torch.rand(3).tolist(),
-            "tf": tf.random.uniform([3]).numpy().tolist(),
-        }
-
-    print(json.dumps([draws(7), draws(7), draws(8)]))
-"""
+def module_test_file(module: str) -> str:
+    """companion/metrics.py is tested in tests/test_metrics.py, companion/_validation.py in test_validation.py."""
+    return f"test_{module.lstrip('_')}.py"
 
 
-def test_seed_everything_repeats_draws_in_every_framework():
-    # A subprocess, because seeding switches on process-wide deterministic modes.
-    first, again, other = json.loads(run_python(SEED_PROBE))
-    for framework in ("numpy", "torch", "tf"):
-        assert first[framework] == again[framework], f"{framework}: same seed, different draws"
-        assert first[framework] != other[framework], f"{framework}: the seed has no effect"
+def test_every_module_has_its_test_file():
+    # A reader who sees `from companion import checkpoints` finds its tests in test_checkpoints.py.
+    missing = [f"companion/{m}.py: tests/{module_test_file(m)}" for m in MODULES
+               if not (ROOT / "tests" / module_test_file(m)).is_file()]
+    assert not missing, f"modules without their test file: {missing}"
 
 
-@pytest.mark.parametrize(
-    ("bad_seed", "error"),
-    [(-1, ValueError), (2**32, ValueError), (1.5, TypeError), ("0", TypeError), (True, TypeError), (None, TypeError)],
-)
-def test_seed_everything_rejects_bad_seeds(bad_seed, error):
-    with pytest.raises(error, match="seed"):
-        companion.seed_everything(bad_seed)
+def test_every_test_file_is_a_modules_or_the_projects():
+    expected = {module_test_file(m) for m in MODULES} | set(PROJECT_TEST_FILES)
+    found = {p.name for p in (ROOT / "tests").glob("test_*.py")}
+    assert found - expected == set(), "test files of no module: put their tests in the module's file"
+    assert set(PROJECT_TEST_FILES) <= found, "a project-level test file was renamed: update PROJECT_TEST_FILES"
 
 
 # --- one pinned environment --------------------------------------------------------------------

@@ -2,11 +2,14 @@
 
 import numpy as np
 import pytest
+from conftest import BAD_INPUT_SETTINGS, assert_rejected, bad_data_cases, not_a_positive_int
+from hypothesis import given
+from hypothesis import strategies as st
 
 keras = pytest.importorskip("keras")
 
 import companion  # noqa: E402
-from companion import tf_loop  # noqa: E402
+from companion import models, tf_loop  # noqa: E402
 from companion.data import load_diabetes  # noqa: E402
 
 X, Y = load_diabetes()
@@ -152,3 +155,30 @@ def test_bad_input_is_rejected_by_name(change, error, match):
     arguments.update(change)
     with pytest.raises(error, match=match):
         tf_loop.train(**arguments)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return models.keras_mlp(X.shape[1], hidden=(4,))
+
+
+@BAD_INPUT_SETTINGS
+@given(case=bad_data_cases(X, Y))
+def test_bad_data_is_rejected_by_name(small_model, case):
+    name, value = case
+    arguments = dict(x=X, y=Y)
+    arguments[name] = value
+    assert_rejected(lambda: tf_loop.train(small_model, arguments["x"], arguments["y"],
+                                          loss=keras.losses.MeanSquaredError(), optimizer=keras.optimizers.SGD(0.1),
+                                          batch_size=32, epochs=1), name)
+
+
+@BAD_INPUT_SETTINGS
+@given(name=st.sampled_from(["batch_size", "epochs"]), value=not_a_positive_int)
+def test_bad_sizes_are_rejected_by_name(small_model, name, value):
+    if name == "epochs" and isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return  # zero epochs is allowed: an empty log
+    common = dict(batch_size=32, epochs=1)
+    common[name] = value
+    assert_rejected(lambda: tf_loop.train(small_model, X, Y, loss=keras.losses.MeanSquaredError(),
+                                          optimizer=keras.optimizers.SGD(0.1), **common), name)

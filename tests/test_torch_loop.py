@@ -4,6 +4,7 @@ import copy
 
 import numpy as np
 import pytest
+from conftest import BAD_INPUT_SETTINGS, assert_rejected, bad_data_cases, not_a_positive_int
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -191,6 +192,35 @@ def test_bad_input_is_rejected_by_name(change, error, match):
     arguments.update(change)
     with pytest.raises(error, match=match):
         torch_loop.train(**arguments)
+
+
+@pytest.fixture(scope="module")
+def small_model_and_optimizer():
+    model = models.torch_mlp(X.shape[1], hidden=(4,))
+    return model, torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+@BAD_INPUT_SETTINGS
+@given(case=bad_data_cases(X, Y))
+def test_bad_data_is_rejected_by_name(small_model_and_optimizer, case):
+    model, optimizer = small_model_and_optimizer
+    name, value = case
+    arguments = dict(x=X, y=Y)
+    arguments[name] = value
+    assert_rejected(lambda: torch_loop.train(model, arguments["x"], arguments["y"], loss_fn=torch.nn.MSELoss(),
+                                             optimizer=optimizer, batch_size=32, epochs=1), name)
+
+
+@BAD_INPUT_SETTINGS
+@given(name=st.sampled_from(["batch_size", "epochs"]), value=not_a_positive_int)
+def test_bad_sizes_are_rejected_by_name(small_model_and_optimizer, name, value):
+    if name == "epochs" and isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return  # zero epochs is allowed: an empty log
+    model, optimizer = small_model_and_optimizer
+    common = dict(batch_size=32, epochs=1)
+    common[name] = value
+    assert_rejected(lambda: torch_loop.train(model, X, Y, loss_fn=torch.nn.MSELoss(), optimizer=optimizer,
+                                             **common), name)
 
 
 # --- gradient accumulation ---------------------------------------------------------------------

@@ -6,10 +6,10 @@ too volatile to assert on in CI.
 
 - the reference Keras loop vs ``model.fit``: seconds per epoch after the first (tracing) epoch;
 - the reference PyTorch loop vs a plain hand-written loop that calls ``.item()`` every step for
-  its loss and its metric, on two workloads (:func:`torch_cases`). The reference loop makes no
-  host copy during an epoch and computes its whole log once per epoch, so it saves a little on
-  every step and pays a fixed cost per epoch: the fewer steps per epoch, the closer the ratio
-  comes to 1;
+  its loss and computes its metric with torch ops, on two workloads (:func:`torch_cases`). The
+  reference loop keeps its losses on the device and reads them once per epoch, but updates a
+  NumPy metric (a host copy) and its per-step record every step, and weights each micro-batch
+  for gradient accumulation;
 - ``import companion``;
 - each notebook's execution time (``--notebooks``, on by default).
 """
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GOALS = {"tf_ratio": 1.2, "torch_ratio": 1.0, "import_s": 0.3, "notebook_s": 30.0}
+GOALS = {"tf_ratio": 1.2, "torch_ratio": 1.1, "import_s": 0.3, "notebook_s": 30.0}
 
 
 def per_epoch(reference, candidate, repeats: int) -> tuple[float, float]:
@@ -72,8 +72,8 @@ def bench_tf(repeats: int) -> tuple[float, float]:
 def torch_cases():
     """Two workloads for the PyTorch loops: (name, x, y, model factory, loss, hand metric, metric).
 
-    diabetes: regression, 442 samples, 14 steps per epoch (the bookkeeping done once per epoch
-    weighs most here); digits: 10 classes, 1,347 training images, 43 steps per epoch.
+    diabetes: regression, 442 samples, 14 steps per epoch; digits: 10 classes, 1,347 training
+    images, 43 steps per epoch.
     """
     import torch
 

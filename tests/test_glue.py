@@ -1,0 +1,24 @@
+"""companion.glue: numbers for the book's prose, and a quiet no-op where myst_nb is absent."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from companion.glue import glue
+
+
+def test_glue_checks_its_name_and_runs_outside_a_notebook():
+    glue("a_number", 1.5)  # no kernel: myst_nb's glue only records a display message
+    with pytest.raises(ValueError, match="name"):
+        glue("not a name", 1.0)
+
+
+def test_without_myst_nb_the_value_is_shown_only_when_asked(monkeypatch, capsys):
+    # Colab installs only the companion: there glue must not fail, and display=True shows the value.
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # `from myst_nb import glue` raises ImportError
+    glue("quiet", 1.5)
+    assert capsys.readouterr().out == ""
+    glue("shown", 2.5, display=True)
+    assert capsys.readouterr().out.strip() == "2.5"

@@ -1,0 +1,186 @@
+"""companion._validation: the one array conversion and the argument checks every public function uses.
+
+Each public function's own test file checks that it refuses bad input by name; this file checks
+the shared pieces directly, where their edge cases are easiest to see.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_rejected
+
+from companion import _validation
+
+# --- the shared array conversion: every public function's arrays go through it --------------------
+
+
+@pytest.mark.parametrize("value", [np.array([1 + 2j, 3.0]), np.array(["a", "b"]), np.array([object(), 1], dtype=object)])
+def test_complex_strings_and_objects_are_refused_by_name(value):
+    assert_rejected(lambda: _validation.data_array("x", value), "x")
+
+
+def test_tensors_of_every_float_width_convert_exactly():
+    torch = pytest.importorskip("torch")
+
+    values = [0.5, -1.25, 3.0]
+    for dtype in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
+        array = _validation.data_array("x", torch.tensor(values, dtype=dtype, requires_grad=True) * 1)
+        assert array.tolist() == values, dtype
+
+
+def test_tensorflow_bfloat16_converts_exactly():
+    tf = pytest.importorskip("tensorflow")
+
+    array = _validation.data_array("x", tf.constant([0.5, -1.25, 3.0], dtype=tf.bfloat16))
+    assert array.dtype == np.float32 and array.tolist() == [0.5, -1.25, 3.0]
+
+
+def test_an_object_that_fails_to_convert_is_refused_by_name():
+    class Broken:
+        def __array__(self, dtype=None, copy=None):
+            raise RuntimeError("cannot convert")
+
+    assert_rejected(lambda: _validation.data_array("y_pred", Broken()), "y_pred")
+
+
+def test_data_array_needs_a_sample_axis_and_the_given_length():
+    np.testing.assert_array_equal(_validation.data_array("x", [[1, 2], [3, 4]], length=2), [[1, 2], [3, 4]])
+    with pytest.raises(ValueError, match=r"x must have a sample axis, got a scalar"):
+        _validation.data_array("x", 3.0)
+    with pytest.raises(ValueError, match=r"y must have one row per sample of x \(3\), got shape \(2,\)"):
+        _validation.data_array("y", [1.0, 2.0], length=3)
+
+
+# --- numbers -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "check, value, expected",
+    [
+        (_validation.positive_int, np.int64(3), 3),
+        (_validation.non_negative_int, 0, 0),
+        (_validation.optional_seed, None, None),
+        (_validation.boolean, np.bool_(True), True),
+        (_validation.finite_number, np.float32(0.5), 0.5),
+        (_validation.positive_number, 2, 2.0),
+        (_validation.fraction, 1, 1.0),
+    ],
+)
+def test_number_checks_return_plain_python_values(check, value, expected):
+    result = check("n", value)
+    assert result == expected and type(result) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "check, value, error",
+    [
+        (_validation.positive_int, True, TypeError),  # a bool is not a count
+        (_validation.positive_int, 2.0, TypeError),
+        (_validation.positive_int, 0, ValueError),
+        (_validation.non_negative_int, -1, ValueError),
+        (_validation.boolean, 1, TypeError),
+        pytest.param(_validation.finite_number, 10**400, ValueError, id="finite_number-10**400"),  # beyond float
+        (_validation.finite_number, float("nan"), ValueError),
+        (_validation.finite_number, "1", TypeError),
+        (_validation.positive_number, 0.0, ValueError),
+        (_validation.fraction, 1.5, ValueError),
+    ],
+)
+def test_number_checks_refuse_by_name(check, value, error):
+    with pytest.raises(error, match="^n must be"):
+        check("n", value)
+
+
+def test_fraction_ends_are_allowed_only_when_asked():
+    assert _validation.fraction("p", 0.0) == 0.0
+    with pytest.raises(ValueError, match=r"p must be a number in \(0, 1\), got 0"):
+        _validation.fraction("p", 0, zero=False, one=False)
+    with pytest.raises(ValueError, match=r"p must be a number in \[0, 1\), got 1"):
+        _validation.fraction("p", 1, one=False)
+
+
+# --- labels, shapes and sample weights ---------------------------------------------------------------
+
+
+def test_same_shape_squeezes_a_trailing_axis_of_one_and_broadcasts_nothing():
+    y_true, y_pred = _validation.same_shape(np.zeros(3), np.zeros((3, 1)))
+    assert y_true.shape == y_pred.shape == (3,)
+    y_true, y_pred = _validation.same_shape(np.zeros((3, 1)), np.zeros(3))
+    assert y_true.shape == y_pred.shape == (3,)
+    with pytest.raises(ValueError, match=r"Nothing is broadcast"):
+        _validation.same_shape(np.zeros(3), np.zeros((3, 3)))
+
+
+def test_class_indices_accept_whole_numbers_of_any_dtype_and_refuse_the_rest():
+    labels = _validation.class_indices(np.array([[0.0], [2.0], [1.0]]))
+    assert labels.dtype == np.int64 and labels.tolist() == [0, 2, 1]
+    with pytest.raises(ValueError, match=r"got 2\.5 among 1 invalid"):
+        _validation.class_indices(np.array([0.0, 2.5]))
+    with pytest.raises(ValueError, match="invalid"):
+        _validation.class_indices(np.array([0.0, 2.0**53]))  # no longer an exact integer in float64
+    with pytest.raises(ValueError, match="one-hot labels"):
+        _validation.class_indices(np.eye(3))
+
+
+def test_sample_weights_are_one_per_sample_and_not_negative():
+    assert _validation.sample_weights("w", None, length=3) is None
+    weights = _validation.sample_weights("w", [[1], [2], [0]], length=3)
+    assert weights.dtype == np.float64 and weights.tolist() == [1.0, 2.0, 0.0]
+    with pytest.raises(ValueError, match=r"pass np\.full\(3, w\)"):
+        _validation.sample_weights("w", 2.0, length=3)
+    with pytest.raises(ValueError, match="w must be >= 0"):
+        _validation.sample_weights("w", [1.0, -1.0, 1.0], length=3)
+
+
+# --- other argument kinds ----------------------------------------------------------------------------
+
+
+def test_sequence_function_and_choice():
+    assert _validation.sequence("metrics", ("a", "b")) == ["a", "b"]
+    with pytest.raises(TypeError, match="metrics must be a sequence, got str"):
+        _validation.sequence("metrics", "mse")
+    assert _validation.function("loss_fn", len, "f(x)") is len
+    with pytest.raises(TypeError, match=r"loss_fn must be a callable f\(x\), got int"):
+        _validation.function("loss_fn", 3, "f(x)")
+    assert _validation.choice("layout", "keras", ("torch", "keras")) == "keras"
+    with pytest.raises(ValueError, match=r"layout must be one of \('torch', 'keras'\), got 'jax'"):
+        _validation.choice("layout", "jax", ("torch", "keras"))
+
+
+def test_instance_names_the_class_as_a_reader_imports_it(torch):
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got str: 'net'"):
+        _validation.instance("model", "net", torch.nn.Module)
+    _validation.instance("model", torch.nn.Linear(1, 1), torch.nn.Module)
+
+
+def test_torch_tensor_uses_the_default_float_and_int64_labels(torch):
+    x = _validation.torch_tensor("x", np.ones((2, 3), dtype=np.float64), device="cpu")
+    assert x.dtype == torch.float32 and tuple(x.shape) == (2, 3)  # as Keras uses its floatx
+    labels = _validation.torch_tensor("y", np.array([1, 0], dtype=np.int32), device="cpu", length=2)
+    assert labels.dtype == torch.int64 and labels.tolist() == [1, 0]
+    mask = _validation.torch_tensor("mask", torch.tensor([True, False]), device="cpu")
+    assert mask.dtype == torch.bool
+    with pytest.raises(ValueError, match=r"y must have one row per sample of x \(3\), got shape \(2,\)"):
+        _validation.torch_tensor("y", [1, 0], device="cpu", length=3)
+
+
+def test_an_unbuilt_keras_model_is_refused(keras):
+    with pytest.raises(ValueError, match="model must be built: give it a keras.Input"):
+        _validation.keras_model("model", keras.Sequential([keras.layers.Dense(1)]))
+    _validation.keras_model("model", keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+
+
+def test_file_path_to_read_and_to_write(tmp_path):
+    existing = tmp_path / "a.txt"
+    existing.write_text("x")
+    assert _validation.file_path("path", str(existing), for_writing=False) == existing
+    assert _validation.file_path("path", tmp_path / "new.txt", for_writing=True) == tmp_path / "new.txt"
+    with pytest.raises(FileNotFoundError, match="path must be an existing file"):
+        _validation.file_path("path", tmp_path / "missing.txt", for_writing=False)
+    with pytest.raises(FileNotFoundError, match="path must be in an existing folder"):
+        _validation.file_path("path", tmp_path / "no" / "new.txt", for_writing=True)
+    with pytest.raises(ValueError, match="path must name a file"):
+        _validation.file_path("path", tmp_path, for_writing=True)
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+        _validation.file_path("path", 3, for_writing=True)
