@@ -221,11 +221,11 @@ def torch_optimizer(name: str, value, *, model=None) -> None:
                              "parameters belong to another model: build it from model.parameters()")
 
 
-def torch_tensor(name: str, value, *, device, length: int | None = None):
+def torch_tensor(name: str, value, *, device, length: int | None = None, float_dtype=None):
     """A NumPy array or tensor checked like :func:`data_array`, as a tensor on ``device``.
 
-    Float data become PyTorch's default float type (float32), as Keras does with its floatx;
-    integers become int64 (class labels), bools stay bools.
+    Float data become ``float_dtype``, by default PyTorch's default float type (float32), as
+    Keras does with its floatx; integers become int64 (class labels), bools stay bools.
     """
     import torch
 
@@ -235,7 +235,7 @@ def torch_tensor(name: str, value, *, device, length: int | None = None):
     else:
         tensor = torch.from_numpy(np.ascontiguousarray(array))
     if tensor.is_floating_point():
-        tensor = tensor.to(torch.get_default_dtype())
+        tensor = tensor.to(float_dtype or torch.get_default_dtype())
     elif tensor.dtype != torch.bool:
         tensor = tensor.to(torch.int64)
     return tensor.to(device)

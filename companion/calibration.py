@@ -173,23 +173,36 @@ def batch_accuracy_distribution(accuracy: float, batch_size: int, *,
     ``round(accuracy * N)`` are right: a hypergeometric distribution, whose standard deviation is
     smaller by the factor ``sqrt((N - B) / (N - 1))``.
 
-    >>> batch_accuracy_distribution(0.5, 2).tolist()
+    >>> batch_accuracy_distribution(0.5, 2).round(4).tolist()
     [0.25, 0.5, 0.25]
     >>> batch_accuracy_distribution(0.5, 2, population=4).round(4).tolist()  # 2 right, 2 wrong
     [0.1667, 0.6667, 0.1667]
+
+    The probabilities are computed from logarithms, so large batches do not overflow.
     """
     accuracy = check.fraction("accuracy", accuracy)
     batch_size = check.positive_int("batch_size", batch_size)
-    k = np.arange(batch_size + 1)
+    k = range(batch_size + 1)
     if population is None:
-        ways = np.array([math.comb(batch_size, int(i)) for i in k])
-        return ways * accuracy**k * (1 - accuracy) ** (batch_size - k)
+        if accuracy in (0.0, 1.0):  # every sample wrong, or every sample right
+            return np.eye(batch_size + 1)[0 if accuracy == 0 else batch_size]
+        log_p = [_log_comb(batch_size, i) + i * math.log(accuracy)
+                 + (batch_size - i) * math.log1p(-accuracy) for i in k]
+        return np.exp(log_p)
     population = check.positive_int("population", population)
     if population < batch_size:
         raise ValueError(f"population must be at least batch_size ({batch_size}), got {population}")
     right = int(round(accuracy * population))
-    ways = [math.comb(right, int(i)) * math.comb(population - right, batch_size - int(i)) for i in k]
-    return np.array(ways, dtype=float) / math.comb(population, batch_size)
+    log_p = [_log_comb(right, i) + _log_comb(population - right, batch_size - i)
+             - _log_comb(population, batch_size) for i in k]
+    return np.exp(log_p)
+
+
+def _log_comb(n: int, k: int) -> float:
+    """log(n choose k), and -inf (probability 0) where k is not in 0..n."""
+    if not 0 <= k <= n:
+        return -math.inf
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 
 
 def _labels_and_scores(y_true, scores, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -76,12 +76,16 @@ class _Metric:
 
     def _add(self, values: np.ndarray, weights: np.ndarray | None) -> None:
         # Called only once every argument was checked, so a refused batch changes nothing.
-        if weights is None:
-            self.total += float(np.add.reduce(values))
-            self.count += float(values.size)
-        else:
-            self.total += float(np.add.reduce(values * weights))
-            self.count += float(np.add.reduce(weights))
+        with np.errstate(over="ignore"):  # an overflow is refused just below, by name
+            if weights is None:
+                total, count = self.total + np.add.reduce(values), self.count + values.size
+            else:
+                total = self.total + np.add.reduce(values * weights)
+                count = self.count + np.add.reduce(weights)
+        if not np.isfinite(total):  # finite values whose sum exceeds float64 (about 1.8e308)
+            raise ValueError(f"the values are too large: their weighted sum overflows float64 "
+                             f"({type(self).__name__} {self.name!r}); rescale them")
+        self.total, self.count = float(total), float(count)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, total={self.total!r}, count={self.count!r})"

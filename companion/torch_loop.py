@@ -38,7 +38,7 @@ __all__ = ["train"]
 def train(model, x, y, *, loss_fn, optimizer, batch_size: int, epochs: int, metrics=(),
           shuffle: bool = False, seed: int | None = None, penalty=None,
           accumulation_steps: int = 1) -> TrainingLog:
-    """Train a ``torch.nn.Module`` on arrays or tensors, logging each step the Keras way.
+    """Train a ``torch.nn.Module`` on arrays or tensors, logging steps the Keras way.
 
     ``loss_fn(prediction, target)`` is a torch loss with its default mean reduction.
     ``metrics`` are :mod:`companion.metrics` objects or callables ``f(y_true, y_pred)
@@ -55,7 +55,7 @@ def train(model, x, y, *, loss_fn, optimizer, batch_size: int, epochs: int, metr
 
     The losses stay on the model's device during an epoch and are read back once, after
     it; a NaN or infinite loss then raises ``ValueError`` naming the epoch and the step.
-    Metrics are NumPy code: each update copies its micro-batch's predictions to the host.
+    Metrics are NumPy code: each update copies a micro-batch's predictions to the host.
     """
     require("torch")
     import torch
@@ -86,9 +86,9 @@ def train(model, x, y, *, loss_fn, optimizer, batch_size: int, epochs: int, metr
                     loss = loss + penalty(model)
                 # backward() adds to .grad: weighting each micro-batch's mean loss by
                 # its share of the step's samples makes .grad the step's mean gradient.
-                share = len(y_pred) / len(x_step)
-                (loss * share).backward()
-                step_loss = step_loss + loss.detach() * share
+                weighted = loss * (len(y_pred) / len(x_step))
+                weighted.backward()
+                step_loss = step_loss + weighted.detach()
                 for metric in metrics:
                     metric.update(y_step[micro], y_pred.detach())
             optimizer.step()
@@ -139,10 +139,19 @@ def _check_arguments(model, x, y, loss_fn, optimizer, metrics, penalty, batch_si
     keys = ["loss", *(metric.name for metric in metrics)]
     if len(set(keys)) != len(keys):
         raise ValueError(f"metrics must have distinct names other than 'loss', got {keys[1:]}")
-    parameter = next(model.parameters(), None)
-    device = "cpu" if parameter is None else parameter.device
-    x = check.torch_tensor("x", x, device=device)
-    y = check.torch_tensor("y", y, device=device, length=len(x))
+    if getattr(loss_fn, "reduction", "mean") != "mean":
+        raise ValueError(f"loss_fn must average over the batch (reduction='mean'), got "
+                         f"reduction={loss_fn.reduction!r}: the loop weights each batch's mean "
+                         "loss by the batch size, as Keras does")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("model must have a parameter with requires_grad=True: with every "
+                         "parameter frozen there is nothing to train")
+    # The data go where the model's weights are, in their float type (float32 unless the
+    # model was converted, e.g. with model.double()).
+    device, dtype = trainable[0].device, trainable[0].dtype
+    x = check.torch_tensor("x", x, device=device, float_dtype=dtype)
+    y = check.torch_tensor("y", y, device=device, float_dtype=dtype, length=len(x))
     if type(loss_fn).__name__ in _ELEMENTWISE_LOSSES:
         _check_prediction_shape(model, loss_fn, x, y)
     return x, y, metrics

@@ -235,3 +235,30 @@ def test_exercises_have_executed_solutions_and_self_check_has_answers(notebook):
     # A backtick fence's title may not contain backticks (CommonMark), or the dropdown is
     # silently printed as text: use a ::: fence for titles with code in them.
     assert not any("`" in title for title in re.findall(r"^```\{dropdown\}(.*)$", found["Self-check"], re.MULTILINE))
+
+
+def test_chapter_1_shows_both_reference_loops_whole():
+    # The book promises "a short loop you can read": each train() is printed whole, with no
+    # line cut, and fits in one sitting (at most 60 lines besides its docstring, 88 columns).
+    import ast
+    import inspect
+
+    pytest.importorskip("torch")
+    pytest.importorskip("keras")
+    from companion import tf_loop, torch_loop
+
+    shown = "\n".join(
+        "".join(output.get("data", {}).get("text/markdown", ""))
+        for cell in nbformat.read(BOOK / "01_loss_vs_metric.ipynb", as_version=4).cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+    for module in (tf_loop, torch_loop):
+        source = inspect.getsource(module.train)
+        assert source in shown, f"chapter 1 does not show {module.__name__}.train as it is now"
+        function = ast.parse(source).body[0]
+        docstring = function.body[0]
+        lines = len(source.splitlines()) - (docstring.end_lineno - docstring.lineno + 1)
+        assert lines <= 60, f"{module.__name__}.train has {lines} lines besides its docstring"
+        widest = max(len(line) for line in source.splitlines())
+        assert widest <= 88, f"{module.__name__}.train has a line of {widest} characters"

@@ -285,3 +285,12 @@ def test_batch_accuracy_distribution_bad_arguments(kwargs, error, words):
 @given(accuracy=not_a_fraction.filter(lambda v: v not in (0, 1)), batch_size=st.integers(1, 64))
 def test_batch_accuracy_distribution_rejects_bad_accuracy(accuracy, batch_size):
     assert_rejected(lambda: batch_accuracy_distribution(accuracy, batch_size), "accuracy")
+
+
+def test_batch_accuracy_distribution_of_large_batches_does_not_overflow():
+    from companion.calibration import batch_accuracy_distribution
+
+    for population in (None, 10_000):
+        p = batch_accuracy_distribution(0.9, 2048, population=population)
+        assert np.isfinite(p).all() and abs(p.sum() - 1) < 1e-9
+        assert abs(np.argmax(p) / 2048 - 0.9) < 1e-3

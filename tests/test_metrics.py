@@ -553,3 +553,17 @@ def test_metric_updates_reject_bad_arrays(case):
         metric.update(arguments["y_true"], arguments["y_pred"])
     assert "y_true" in str(error.value) or "y_pred" in str(error.value), str(error.value)
     assert metric.count == 0, "a refused update adds nothing"
+
+
+def test_a_sum_that_overflows_is_refused_and_changes_nothing():
+    mean = Mean()
+    mean.update([1.0, 3.0])
+    with pytest.raises(ValueError, match="overflows float64"):
+        mean.update([1e308, 1e308])
+    assert (mean.total, mean.count) == (4.0, 2.0)
+
+
+def test_labels_beyond_exact_integers_are_refused():
+    # 1e30 as an int64 label would wrap around to a negative class; it is refused instead.
+    with pytest.raises(ValueError, match="y_true must hold class indices"):
+        Accuracy().update(np.array([1e30, 0.0]), [[0.1, 0.9], [0.9, 0.1]])

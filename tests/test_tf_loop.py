@@ -1,5 +1,7 @@
 """companion.tf_loop.train reproduces model.fit's logged numbers."""
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import BAD_INPUT_SETTINGS, assert_rejected, bad_data_cases, not_a_positive_int
@@ -182,3 +184,25 @@ def test_bad_sizes_are_rejected_by_name(small_model, name, value):
     common[name] = value
     assert_rejected(lambda: tf_loop.train(small_model, X, Y, loss=keras.losses.MeanSquaredError(),
                                           optimizer=keras.optimizers.SGD(0.1), **common), name)
+
+
+@pytest.mark.parametrize("case", ["frozen", "diverging"])
+def test_matches_fit_on_a_frozen_model_and_on_a_diverging_loss(case):
+    # fit() runs a model with no trainable weights, and trains on through inf and NaN losses
+    # (it stops only with a TerminateOnNaN callback); the reference loop does the same.
+    x, y = X[:20], Y[:20] * (1e30 if case == "diverging" else 1.0)
+    lr = 10.0 if case == "diverging" else 0.1
+
+    def make():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((X.shape[1],)), keras.layers.Dense(1, trainable=case != "frozen")])
+
+    loop_model, fit_model = make(), make()
+    log = tf_loop.train(loop_model, x, y, loss=keras.losses.MeanSquaredError(), optimizer=keras.optimizers.SGD(lr),
+                        batch_size=8, epochs=3)
+    fit_model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fit() warns that the frozen model has no trainable weights
+        history = fit_model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0).history
+    np.testing.assert_array_equal(log.history["loss"], history["loss"])
+    assert np.isfinite(history["loss"]).all() == (case == "frozen")

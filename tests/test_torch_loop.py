@@ -310,3 +310,33 @@ def test_accumulation_equivalence_for_any_sizes(num_samples, batch_size, k):
     _, w_large = weights_after(x, y, batch_size=k * batch_size, accumulation_steps=1, make_optimizer=sgd)
     for a, b in zip(w_accumulated, w_large):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "prepare, loss_fn, match",
+    [
+        (lambda m: [p.requires_grad_(False) for p in m.parameters()], torch.nn.MSELoss(),
+         "model must have a parameter with requires_grad=True"),
+        (lambda m: None, torch.nn.MSELoss(reduction="none"), r"loss_fn must average over the batch"),
+        (lambda m: None, torch.nn.MSELoss(reduction="sum"), r"reduction='sum'"),
+    ],
+)
+def test_what_the_loop_cannot_train_is_refused_by_name(prepare, loss_fn, match):
+    model, optimizer = fresh()
+    prepare(model)
+    with pytest.raises(ValueError, match=match):
+        torch_loop.train(model, X, Y, loss_fn=loss_fn, optimizer=optimizer, batch_size=BATCH, epochs=1)
+
+
+def test_a_float64_model_gets_float64_data():
+    # The data take the float type of the model's weights, as they take its device.
+    model32, optimizer32 = fresh()
+    model64 = copy.deepcopy(model32).double()
+    log32 = torch_loop.train(model32, X, Y, loss_fn=torch.nn.MSELoss(), optimizer=optimizer32,
+                             batch_size=BATCH, epochs=1)
+    log64 = torch_loop.train(model64, X, Y, loss_fn=torch.nn.MSELoss(),
+                             optimizer=torch.optim.SGD(model64.parameters(), lr=0.05),
+                             batch_size=BATCH, epochs=1)
+    assert next(model64.parameters()).dtype == torch.float64
+    np.testing.assert_allclose(log64.history["loss"], log32.history["loss"], rtol=1e-5)
+    assert log64.history["loss"] != log32.history["loss"]  # really computed in float64
