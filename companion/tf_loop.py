@@ -41,9 +41,9 @@ def train(model, x, y, *, loss, optimizer, batch_size: int, epochs: int, metrics
 
     With ``shuffle=False`` the history equals ``model.fit(..., shuffle=False).history``
     for the same initial weights. ``shuffle=True`` draws a new order every epoch from
-    ``seed``; it cannot reproduce ``fit``'s own shuffling. Like ``fit``, it trains on when
-    the loss becomes NaN or infinite (the history shows it), and it runs a model with no
-    trainable weights, logging its loss.
+    ``seed``; it cannot reproduce ``fit``'s own shuffling. Like ``fit``, it trains on
+    when the loss becomes NaN or infinite (the history shows it), and it runs a model
+    with no trainable weights, logging its loss.
     """
     require("keras")
     import keras
@@ -67,7 +67,7 @@ def train(model, x, y, *, loss, optimizer, batch_size: int, epochs: int, metrics
             batch_loss = loss(y_batch, y_pred, sample_weight=w_batch)
             if model.losses:  # weight penalties (e.g. L2) are part of the logged loss
                 batch_loss = batch_loss + tf.add_n(model.losses)
-        if model.trainable_variables:  # a frozen model: fit() still runs and logs
+        if model.trainable_variables:  # fit() runs a frozen model too, and logs
             gradients = tape.gradient(batch_loss, model.trainable_variables)
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
 
