@@ -226,7 +226,8 @@ def test_exercises_have_executed_solutions_and_self_check_has_answers(notebook):
     solutions = [c for c in notebook_cells if c.cell_type == "code" and "solution" in c.metadata.get("tags", ())]
     assert len(solutions) >= len(exercises), "every exercise is followed by a solution cell tagged 'solution'"
     for cell in solutions:
-        assert "hide-input" in cell.metadata.get("tags", ()), "solutions are collapsed (hide-input) in the book"
+        assert "hide-cell" in cell.metadata.get("tags", ()), (
+            "a solution's code and output stay collapsed (hide-cell) until the reader opens them")
         assert cell.execution_count is not None and re.search(r"assert|np\.testing", cell.source), (
             "a solution is executed and checks its own answer"
         )

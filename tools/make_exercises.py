@@ -51,7 +51,7 @@ def student_version(source: Path) -> nbformat.NotebookNode:
                 new.source = PLACEHOLDER
                 tags = ["exercise"]
             elif tags:
-                tags = [t for t in tags if t not in ("hide-input", "hide-output", "remove-output")]
+                tags = [t for t in tags if t not in ("hide-input", "hide-cell", "hide-output", "remove-output")]
             if tags:
                 new.metadata["tags"] = tags
         else:

@@ -178,3 +178,24 @@ def test_search_finds_a_chapter(browser, site):
         links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "ul.search li a")]
         time.sleep(0.2)
     assert any(re.search(r"/book/0[1-9]_\w+\.html", href or "") for href in links), f"search results: {links}"
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_solutions_stay_hidden_until_opened(browser, site, page):
+    # An exercise's answer is its solution cell's output: it must not be readable under the
+    # exercise before the reader asks for it, and must be readable once they do.
+    open_page(browser, f"{site}/{html_path(page)}")
+    solutions = [cell for cell in browser.find_elements(By.CSS_SELECTOR, "div.cell.tag_solution")
+                 if cell.find_elements(By.CSS_SELECTOR, "div.cell_output")]
+    assert solutions, f"{page}: no solution cell with an output"
+    for cell in solutions:
+        outputs = cell.find_elements(By.CSS_SELECTOR, "div.cell_output")
+        assert outputs[0].text.strip() == "", f"{page}: a solution's output shows before the click"
+        assert not any(o.is_displayed() for o in outputs), f"{page}: a solution's output is visible before the click"
+        summary = cell.find_element(By.CSS_SELECTOR, "details > summary")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", summary)
+        summary.click()
+        deadline = time.time() + 5  # the theme animates the opening
+        while time.time() < deadline and not outputs[0].text.strip():
+            time.sleep(0.1)
+        assert outputs[0].text.strip(), f"{page}: an opened solution shows no output"
