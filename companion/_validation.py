@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import sys
@@ -42,8 +43,10 @@ def boolean(name: str, value) -> bool:
 
 def to_numpy(name: str, value) -> np.ndarray:
     """``value`` as a NumPy array: PyTorch and TensorFlow tensors (without importing either),
-    their bfloat16 as float32 (which holds every bfloat16 value exactly), lists, numbers."""
+    their bfloat16 as float32 (which holds every bfloat16 value exactly), lists, numbers.
+    PyTorch's meta, sparse and quantized tensors are refused, by kind."""
     if hasattr(value, "detach"):  # a PyTorch tensor: leave autograd and the GPU first
+        _dense_tensor(name, value)
         value = value.detach().cpu()
         try:
             value = value.numpy()
@@ -59,6 +62,19 @@ def to_numpy(name: str, value) -> np.ndarray:
         # TensorFlow's bfloat16 arrives as an ml_dtypes type that NumPy calls kind "V".
         array = array.astype(np.float32)
     return array
+
+
+def _dense_tensor(name: str, tensor) -> None:
+    """Refuse, by kind, the PyTorch tensors that hold no plain array of numbers."""
+    if getattr(tensor, "is_meta", False):
+        kind = "a meta tensor (a shape without data)"
+    elif str(getattr(tensor, "layout", "torch.strided")) != "torch.strided":
+        kind = f"a sparse tensor (layout {tensor.layout}); pass {name}.to_dense()"
+    elif getattr(tensor, "is_quantized", False):
+        kind = f"a quantized tensor (dtype {tensor.dtype}); pass {name}.dequantize()"
+    else:
+        return
+    raise TypeError(f"{name} must be a dense tensor of numbers, got {kind}")
 
 
 def real_array(name: str, value) -> np.ndarray:
@@ -158,7 +174,7 @@ def class_indices(y_true: np.ndarray) -> np.ndarray:
     if labels.dtype.kind in "biu":  # integers: only a negative label can be wrong
         bad = labels < 0
     else:  # past 2**53 a float is no longer an exact integer, and int64 would wrap around
-        bad = (labels < 0) | (labels != np.round(labels)) | (labels >= 2**53)
+        bad = (labels < 0) | (labels != np.round(labels)) | (labels >= np.float64(2**53))
     if bad.any():
         first = y_true.reshape(-1)[bad][0].item()
         raise ValueError(
@@ -235,10 +251,77 @@ def torch_tensor(name: str, value, *, device, length: int | None = None, float_d
     else:
         tensor = torch.from_numpy(np.ascontiguousarray(array))
     if tensor.is_floating_point():
-        tensor = tensor.to(float_dtype or torch.get_default_dtype())
+        float_dtype = float_dtype or torch.get_default_dtype()
+        within_range(name, array, limit=torch.finfo(float_dtype).max, dtype=str(float_dtype))
+        tensor = tensor.to(float_dtype)
     elif tensor.dtype != torch.bool:
         tensor = tensor.to(torch.int64)
     return tensor.to(device)
+
+
+def torch_training(model, loss_fn, optimizer, penalty=None):
+    """The model, loss and optimizer of a PyTorch training loop that logs mean batch losses;
+    returns the device and the float type of the trainable weights, where the data must go."""
+    torch_model("model", model)
+    function("loss_fn", loss_fn, "loss_fn(prediction, target) -> mean loss of the batch")
+    torch_optimizer("optimizer", optimizer, model=model)
+    if penalty is not None:
+        function("penalty", penalty, "penalty(model) -> scalar tensor")
+    if getattr(loss_fn, "reduction", "mean") != "mean":
+        raise ValueError(f"loss_fn must average over the batch (reduction='mean'), got "
+                         f"reduction={loss_fn.reduction!r}: the loop weights each batch's mean "
+                         "loss by the batch size, as Keras does")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("model must have a parameter with requires_grad=True: with every "
+                         "parameter frozen there is nothing to train")
+    return trainable[0].device, trainable[0].dtype
+
+
+# Losses that compare predictions and targets element by element: with unequal shapes they
+# broadcast silently, e.g. (N, 1) against (N,) becomes an (N, N) comparison.
+_ELEMENTWISE_LOSSES = ("MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss")
+
+
+def torch_prediction_shape(model, loss_fn, x, y) -> None:
+    """For an elementwise loss, refuse targets whose shape would broadcast against the model's
+    predictions. Predicts one sample in inference mode: no dropout draw, no batch-norm update."""
+    import torch
+
+    if type(loss_fn).__name__ not in _ELEMENTWISE_LOSSES:
+        return
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        prediction = model(x[:1])
+    model.train(was_training)
+    if tuple(prediction.shape[1:]) != tuple(y.shape[1:]):
+        raise ValueError(
+            f"y has shape {tuple(y.shape)[1:]} per sample but the model predicts "
+            f"{tuple(prediction.shape)[1:]}: {type(loss_fn).__name__} would broadcast them against "
+            "each other and average the wrong pairs; reshape y to the prediction's shape"
+        )
+
+
+def distinct_names(name: str, names) -> None:
+    """Refuse two metrics under one name (or one named like the loss): their logs would collide."""
+    keys = ["loss", *names]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{name} must have distinct names other than 'loss', got {keys[1:]}")
+
+
+def finite_loss(loss: float, epoch: int, step: int) -> None:
+    if not math.isfinite(loss):
+        raise ValueError(f"the loss is {loss} in epoch {epoch}, step {step}: training diverged or "
+                         "the data holds NaN/inf; lower the learning rate or check the data")
+
+
+def within_range(name: str, array: np.ndarray, *, limit: float, dtype: str) -> None:
+    """Refuse float values beyond ``limit``, the largest of the float type ``dtype`` that a model
+    computes in: converted, they would silently become inf."""
+    if array.dtype.kind == "f" and array.size and np.max(np.abs(array)) > limit:
+        raise ValueError(f"{name} must fit the model's float type {dtype} (at most {limit:.4g} in "
+                         f"magnitude), got values up to {np.max(np.abs(array)):.4g}; rescale them")
 
 
 def _short_repr(value) -> str:

@@ -22,8 +22,6 @@ compared key by key:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from companion import _validation as check
@@ -106,7 +104,7 @@ def train(model, x, y, *, loss_fn, optimizer, batch_size: int, epochs: int, metr
         losses = torch.stack([step_loss for _, step_loss, _, _ in steps]).tolist()
         total, count = 0.0, 0
         for index, ((size, _, batch, running), loss) in enumerate(zip(steps, losses)):
-            _check_finite(loss, epoch, index)
+            check.finite_loss(loss, epoch, index)
             total, count = total + loss * size, count + size
             log.add_batch(epoch=epoch, step=index, size=size,
                           batch={"loss": loss, **batch},
@@ -117,61 +115,24 @@ def train(model, x, y, *, loss_fn, optimizer, batch_size: int, epochs: int, metr
 
 # --- argument checks: all of them, before the first step ------------------------------------------
 
-# Losses that compare predictions and targets element by element: with unequal shapes they
-# broadcast silently, e.g. (N, 1) against (N,) becomes an (N, N) comparison.
-_ELEMENTWISE_LOSSES = ("MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss")
-
 
 def _check_arguments(model, x, y, loss_fn, optimizer, metrics, penalty, batch_size, epochs, shuffle,
                      seed, accumulation_steps):
     """Refuse bad arguments by name; return ``x`` and ``y`` as tensors and the metric objects."""
-    check.torch_model("model", model)
-    check.function("loss_fn", loss_fn, "loss_fn(prediction, target) -> scalar tensor")
-    check.torch_optimizer("optimizer", optimizer, model=model)
-    if penalty is not None:
-        check.function("penalty", penalty, "penalty(model) -> scalar tensor")
+    device, dtype = check.torch_training(model, loss_fn, optimizer, penalty)
     check.positive_int("batch_size", batch_size)
     check.non_negative_int("epochs", epochs)
     check.boolean("shuffle", shuffle)
     check.optional_seed("seed", seed)
     check.positive_int("accumulation_steps", accumulation_steps)
     metrics = [_as_metric(metric) for metric in check.sequence("metrics", metrics)]
-    keys = ["loss", *(metric.name for metric in metrics)]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"metrics must have distinct names other than 'loss', got {keys[1:]}")
-    if getattr(loss_fn, "reduction", "mean") != "mean":
-        raise ValueError(f"loss_fn must average over the batch (reduction='mean'), got "
-                         f"reduction={loss_fn.reduction!r}: the loop weights each batch's mean "
-                         "loss by the batch size, as Keras does")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise ValueError("model must have a parameter with requires_grad=True: with every "
-                         "parameter frozen there is nothing to train")
-    # The data go where the model's weights are, in their float type (float32 unless the
+    check.distinct_names("metrics", [metric.name for metric in metrics])
+    # The data go where the trainable weights are, in their float type (float32 unless the
     # model was converted, e.g. with model.double()).
-    device, dtype = trainable[0].device, trainable[0].dtype
     x = check.torch_tensor("x", x, device=device, float_dtype=dtype)
     y = check.torch_tensor("y", y, device=device, float_dtype=dtype, length=len(x))
-    if type(loss_fn).__name__ in _ELEMENTWISE_LOSSES:
-        _check_prediction_shape(model, loss_fn, x, y)
+    check.torch_prediction_shape(model, loss_fn, x, y)
     return x, y, metrics
-
-
-def _check_prediction_shape(model, loss_fn, x, y) -> None:
-    """Predict one sample in inference mode (no dropout draw, no batch-norm update) and compare."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        prediction = model(x[:1])
-    model.train(was_training)
-    if tuple(prediction.shape[1:]) != tuple(y.shape[1:]):
-        raise ValueError(
-            f"y has shape {tuple(y.shape)[1:]} per sample but the model predicts "
-            f"{tuple(prediction.shape)[1:]}: {type(loss_fn).__name__} would broadcast them against "
-            "each other and average the wrong pairs; reshape y to the prediction's shape"
-        )
 
 
 class _CallableMetric(Mean):
@@ -195,11 +156,3 @@ def _as_metric(metric):
         return _CallableMetric(metric, getattr(metric, "name", None) or getattr(metric, "__name__", "metric"))
     raise TypeError("metrics must hold companion.metrics objects (with update, result, reset, total and "
                     f"count) or callables f(y_true, y_pred) -> float, got {metric!r}")
-
-
-def _check_finite(loss: float, epoch: int, step: int) -> None:
-    if not math.isfinite(loss):
-        raise ValueError(
-            f"the loss is {loss} in epoch {epoch}, step {step}: training diverged or the data "
-            "holds NaN/inf; lower the learning rate or check the data"
-        )

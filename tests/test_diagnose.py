@@ -24,6 +24,8 @@ N = 50
 Y = RNG.normal(size=(N, 1))  # a healthy continuous target
 P = Y + 0.3 * RNG.normal(size=(N, 1))  # and a healthy, imperfect prediction
 X = RNG.normal(size=(N, 4))
+TINY_Y = 1e-4 * Y  # errors about 3e-5: squares about 1e-9, below float16's 3e-8
+TINY_P = 1e-4 * P
 
 
 def four(value: float) -> str:
@@ -49,14 +51,17 @@ CODES = tuple(dict.fromkeys(re.findall(r"``([A-Z0-9]+(?:_[A-Z0-9]+)+)``", compan
 
 
 def test_the_docstring_documents_every_code():
-    assert CODES == ("SHAPE_BROADCAST", "EMPTY_METRIC", "FLOAT16_UNDERFLOW", "INTEGER_VALUES",
-                     "CONSTANT_TARGET", "CONSTANT_PREDICTION", "TARGET_IN_INPUTS", "DISPLAY_ROUNDING")
+    assert CODES == ("NAN_PREDICTIONS", "SHAPE_BROADCAST", "EMPTY_METRIC", "METRIC_COUNT_MISMATCH",
+                     "FLOAT16_UNDERFLOW", "INTEGER_VALUES", "CONSTANT_TARGET",
+                     "PREDICTIONS_EQUAL_TARGETS", "CONSTANT_PREDICTION", "NEAR_CONSTANT_PREDICTION",
+                     "NO_BETTER_THAN_MEAN", "TARGET_IN_INPUTS", "DISPLAY_ROUNDING")
 
 
 def test_a_finding_is_a_code_and_a_message_printed_wrapped():
     finding = Finding("CONSTANT_TARGET", "word " * 40)
     assert str(finding).startswith("CONSTANT_TARGET: word")
-    assert max(len(line) for line in str(finding).splitlines()) <= 100
+    # The book prints findings: no output line wider than its 88 columns.
+    assert max(len(line) for line in str(finding).splitlines()) <= 88
     with pytest.raises(AttributeError):
         finding.code = "OTHER"
 
@@ -70,6 +75,23 @@ def test_healthy_data_gives_no_findings():
     assert diagnose(Y, P, x=X, shown=f"{metric.result():.4f}", metric=metric) == []
     assert diagnose(Y[:, 0], P[:, 0]) == []
     assert diagnose(Y.astype(np.float32), P.astype(np.float16)) == []  # errors far above 3e-8
+
+
+def test_the_result_always_carries_the_mse_and_r2():
+    result = diagnose(Y, P)
+    assert result == [] and isinstance(result, list)
+    mse = np.mean((Y - P) ** 2)
+    assert result.mse == pytest.approx(mse, rel=1e-12)
+    assert result.r2 == pytest.approx(1 - mse / np.var(Y), rel=1e-12)
+    # Findings or not, both are there; R² pools the outputs' variances, and is nan (undefined)
+    # where the target does not vary.
+    two = np.c_[Y, 10 * Y]
+    pooled = diagnose(two, two + 0.3 * RNG.normal(size=(N, 2)))
+    assert pooled.r2 == pytest.approx(1 - pooled.mse / np.mean(np.var(two, axis=0)), rel=1e-12)
+    constant = diagnose(np.full(N, 2.0), P[:, 0])
+    assert [f.code for f in constant] == ["CONSTANT_TARGET"] and np.isnan(constant.r2)
+    assert constant.mse == pytest.approx(np.mean((2.0 - P) ** 2))
+    assert np.isnan(diagnose([1.0], [1.5]).r2)  # one sample: no variance to compare with
 
 
 def test_real_data_in_raw_units_is_healthy():
@@ -89,26 +111,94 @@ def test_random_healthy_data_gives_no_findings(seed, n, outputs, scale):
     rng = np.random.default_rng(seed)
     y = scale * rng.normal(size=(n, outputs))
     prediction = y + 0.5 * scale * rng.normal(size=(n, outputs))
-    assert diagnose(y, prediction, x=rng.normal(size=(n, 5))) == []
+    result = diagnose(y, prediction, x=rng.normal(size=(n, 5)))
+    # On a handful of samples a useful model can still do worse than their mean: that is
+    # reported, and only that.
+    r2 = 1 - np.mean((y - prediction) ** 2) / np.mean(np.var(y, axis=0))
+    assert [f.code for f in result] == ([] if r2 > 0 else ["NO_BETTER_THAN_MEAN"])
+    assert result.r2 == pytest.approx(r2, rel=1e-9, abs=1e-12)
+
+
+def counted(samples: int) -> MeanSquaredError:
+    """A companion metric that has seen ``samples`` samples."""
+    metric = MeanSquaredError()
+    metric.update(Y[:samples], P[:samples])
+    return metric
+
+
+# Between them, these calls produce every code, in the documented order.
+ALL_CODES_CALLS = [
+    # a broadcast pair of an integer target and rounded predictions, one of them NaN
+    ((Y[:, 0], np.r_[np.round(P[:-1]), [[np.nan]]]),
+     {"x": np.c_[X, np.exp(Y)], "shown": "0.0000 (epoch 10)", "metric": MeanSquaredError()}),
+    ((Y, Y), {"metric": counted(N // 2)}),  # a perfect fit, and a metric that saw half
+    ((np.zeros(N, dtype=np.int64), np.zeros(N, dtype=np.int64)), {}),
+    ((np.r_[np.zeros(N - 1), 1.0].astype(np.uint8), np.r_[np.full(N - 1, 100), 0].astype(np.uint8)), {}),
+    ((TINY_Y.astype(np.float16), TINY_P.astype(np.float16)), {}),
+    ((Y, 0.01 * P), {}),  # predictions that hardly vary
+    ((Y, -P), {"x": np.c_[X, Y], "shown": "mse: 0.00"}),
+    ((1e-3 * Y, 1e-3 * P), {"shown": "0.0000 (epoch 10)"}),
+]
 
 
 def test_findings_come_in_the_documented_order():
-    y = np.zeros((N, 1), dtype=np.int64)
-    found = codes(y[:, 0], y, x=X, shown="0.00", metric=MeanSquaredError())
-    assert found == ["SHAPE_BROADCAST", "EMPTY_METRIC", "INTEGER_VALUES", "INTEGER_VALUES",
-                     "CONSTANT_TARGET", "CONSTANT_PREDICTION"]
-    assert set(found) <= set(CODES)
+    found = [codes(*args, **kwargs) for args, kwargs in ALL_CODES_CALLS]
+    assert found == [
+        ["NAN_PREDICTIONS", "SHAPE_BROADCAST", "EMPTY_METRIC", "INTEGER_VALUES", "TARGET_IN_INPUTS"],
+        ["METRIC_COUNT_MISMATCH", "PREDICTIONS_EQUAL_TARGETS"],
+        ["CONSTANT_TARGET", "CONSTANT_PREDICTION"],
+        ["INTEGER_VALUES", "NO_BETTER_THAN_MEAN"],
+        ["FLOAT16_UNDERFLOW"],
+        ["NEAR_CONSTANT_PREDICTION"],
+        ["NO_BETTER_THAN_MEAN", "TARGET_IN_INPUTS"],
+        ["DISPLAY_ROUNDING"],
+    ]
+    for codes_of_one_call in found:
+        assert codes_of_one_call == sorted(codes_of_one_call, key=CODES.index)
 
 
 def test_messages_can_be_printed_in_a_notebook():
     # The book's tests reject stored outputs that look like warnings; findings are printed there.
-    y = np.zeros((N, 1), dtype=np.int64)
-    findings = diagnose(y[:, 0], y, x=X, shown="0.00", metric=MeanSquaredError())
-    findings += diagnose(TINY_Y.astype(np.float16), TINY_P.astype(np.float16), x=np.c_[X, TINY_Y],
-                         shown="0.0000")
+    findings = [f for args, kwargs in ALL_CODES_CALLS for f in diagnose(*args, **kwargs)]
     assert {f.code for f in findings} == set(CODES)
     for finding in findings:
         assert not re.search(r"\b\w*Warning\b|\bWARNING\b", str(finding)), finding
+        assert max(len(line) for line in str(finding).splitlines()) <= 88
+
+
+# ---------------------------------------------------------------- NAN_PREDICTIONS
+
+
+def test_nan_predictions_are_a_finding_not_an_error(keras):
+    prediction = P.copy()
+    prediction[[3, 7]] = np.nan
+    assert np.isnan(float(keras.losses.mean_squared_error(Y[:, 0], prediction[:, 0])))  # the symptom
+    result = diagnose(Y, prediction, x=X)
+    assert [f.code for f in result] == ["NAN_PREDICTIONS"]
+    assert np.isnan(result.mse) and np.isnan(result.r2)
+    message = result[0].message
+    assert message.startswith(f"y_pred holds 2 NaN among its {N} values, so the MSE is nan")
+    kept = np.ones(N, dtype=bool)
+    kept[[3, 7]] = False
+    finite_mse = np.mean((Y[kept] - P[kept]) ** 2)
+    assert f"the {N - 2} of {N} samples whose predictions are finite (MSE {four(finite_mse)}" in message
+
+
+def test_the_other_checks_look_at_the_finite_predictions():
+    prediction = np.full((N, 1), 0.5)
+    prediction[0] = np.nan
+    assert codes(Y, prediction) == ["NAN_PREDICTIONS", "CONSTANT_PREDICTION"]
+    nothing_finite = diagnose(Y, np.full((N, 1), np.nan), x=np.c_[X, Y], shown="nan")
+    assert [f.code for f in nothing_finite] == ["NAN_PREDICTIONS"]
+    assert "No prediction is finite" in nothing_finite[0].message
+
+
+def test_float16_overflow_to_inf_is_explained(torch):
+    prediction = torch.from_numpy(1e5 * P).half()  # float16 stops at 65504
+    assert torch.isinf(prediction).any()
+    result = diagnose(1e5 * Y, prediction)
+    assert result[0].code == "NAN_PREDICTIONS" and result.mse == np.inf and result.r2 == -np.inf
+    assert "inf among its" in result[0].message and "overflows to inf above 65504" in result[0].message
 
 
 # ---------------------------------------------------------------- SHAPE_BROADCAST
@@ -165,11 +255,40 @@ def test_empty_keras_metric_reads_zero_and_is_reported(keras):
     assert "EMPTY_METRIC" in codes(Y, P, metric=metric)
 
 
+# ---------------------------------------------------------------- METRIC_COUNT_MISMATCH
+
+
+def test_a_keras_metric_fed_1d_batches_counts_batches_not_samples(keras):
+    metric = keras.metrics.MeanSquaredError()
+    batch_means = []
+    for start in range(0, N, 32):  # batches of 32 and 18 samples, of shape (batch,)
+        metric.update_state(Y[start:start + 32, 0], P[start:start + 32, 0])
+        batch_means.append(np.mean((Y[start:start + 32] - P[start:start + 32]) ** 2))
+    assert float(metric.count) == 2  # the symptom: one "sample" per batch
+    finding = only("METRIC_COUNT_MISMATCH", Y, P, metric=metric)
+    assert f"has count 2, but y_true holds {N} samples" in finding.message
+    assert "1-D batches of shape (batch,)" in finding.message
+    assert f"It reads total / count = {four(np.mean(batch_means))}" in finding.message
+    assert f"the MSE of these arrays is {four(np.mean((Y - P) ** 2))}" in finding.message
+
+
+def test_a_metric_not_reset_between_epochs_or_weighted_is_reported(keras):
+    metric = keras.metrics.MeanSquaredError()
+    for _ in range(3):
+        metric.update_state(Y, P)
+    assert "It counted 3 times as many" in only("METRIC_COUNT_MISMATCH", Y, P, metric=metric).message
+    weighted = MeanSquaredError()
+    weighted.update(Y, P, sample_weight=np.full(N, 0.5))
+    assert "sample weights" in only("METRIC_COUNT_MISMATCH", Y, P, metric=weighted).message
+    # Counts that agree: (N, 1) batches in Keras, any batches in companion.metrics.
+    metric.reset_state()
+    for start in range(0, N, 32):
+        metric.update_state(Y[start:start + 32], P[start:start + 32])
+    assert "METRIC_COUNT_MISMATCH" not in codes(Y, P, metric=metric)
+    assert "METRIC_COUNT_MISMATCH" not in codes(Y[:, 0], P[:, 0], metric=counted(N))
+
+
 # ---------------------------------------------------------------- FLOAT16_UNDERFLOW
-
-TINY_Y = 1e-4 * Y  # errors about 3e-5: squares about 1e-9, below float16's 3e-8
-TINY_P = 1e-4 * P
-
 
 def test_float16_squares_below_3e_8_vanish():
     assert np.float16(2.0**-25) == 0 and np.float16(2.0**-25 * 1.01) > 0
@@ -230,25 +349,64 @@ def test_no_underflow_in_float32_or_with_large_errors():
 # ---------------------------------------------------------------- INTEGER_VALUES
 
 
-def test_integer_targets_are_reported():
+def test_integer_targets_alone_are_not_reported():
+    # Changed: integer targets used to be reported whatever the predictions. Counts are honest
+    # integers, and float predictions of them compute the MSE exactly.
+    counts = RNG.poisson(20, size=N)
+    assert "INTEGER_VALUES" not in codes(counts, counts + 3 * RNG.normal(size=N))
+    # A target truncated to one value is reported as constant, and the dtype named there.
     fractions = np.linspace(0.05, 0.95, N)  # e.g. a min-max scaled target
     truncated = fractions.astype(np.int32)
-    finding = only("INTEGER_VALUES", truncated, fractions * 0.9)
-    assert "integer dtype int32 and holds the single value 0" in finding.message
+    finding = only("CONSTANT_TARGET", truncated, fractions * 0.9)
+    assert codes(truncated, fractions * 0.9) == ["CONSTANT_TARGET"]
+    assert "y_true has the integer dtype int32" in finding.message
 
 
 def test_rounded_predictions_are_reported(torch):
     finding = only("INTEGER_VALUES", Y, np.round(P))
-    assert finding.message.startswith("y_pred has only whole numbers")
+    assert finding.message.startswith("y_pred holds only whole numbers")
+    assert "while y_true has fractions" in finding.message
     finding = only("INTEGER_VALUES", Y, torch.from_numpy(P).long())
     assert finding.message.startswith("y_pred has the integer dtype int64")
+    # Predictions cast to int are reported against integer targets too: the cast truncates.
+    counts = RNG.poisson(20, size=N)
+    assert "INTEGER_VALUES" in codes(counts, (counts + 3 * RNG.random(size=N)).astype(np.int64))
 
 
 def test_whole_number_float_targets_are_not_reported():
     counts = np.arange(N, dtype=np.float64)[:, None]  # a count target is fine as floats
     assert "INTEGER_VALUES" not in codes(counts, counts + 0.3 * RNG.normal(size=(N, 1)))
+    # Whole-number predictions of whole-number targets may be honest: not reported.
+    assert "INTEGER_VALUES" not in codes(counts, np.round(counts + 2 * RNG.normal(size=(N, 1))))
     # One whole-number float prediction is a constant, reported as that alone.
     assert codes(Y, np.full((N, 1), 100.0)) == ["CONSTANT_PREDICTION"]
+
+
+def test_predictions_equal_to_integer_targets_are_not_called_a_cast():
+    # Changed: y_pred = y_true on a whole-number target used to read "the predictions were
+    # rounded or cast to int"; identical arrays are PREDICTIONS_EQUAL_TARGETS' case.
+    counts = RNG.poisson(20, size=N)
+    assert codes(counts.astype(np.float64), counts.astype(np.float64)) == ["PREDICTIONS_EQUAL_TARGETS"]
+    assert codes(counts, counts.copy()) == ["PREDICTIONS_EQUAL_TARGETS"]
+
+
+def test_an_unsigned_pair_whose_difference_wraps_around(keras):
+    y = np.r_[np.zeros(N - 1), 100].astype(np.uint8)
+    prediction = np.r_[np.full(N - 1, 3), 0].astype(np.uint8)
+    true_mse = np.mean((y.astype(np.float64) - prediction) ** 2)
+    numpy_mse = float(np.mean((y - prediction) ** 2))  # the symptom: 100² is 16 in uint8
+    keras_mse = float(keras.losses.mean_squared_error(y[:, None], prediction[:, None]).numpy().mean())
+    metric = keras.metrics.MeanSquaredError()
+    metric.update_state(y[:, None], prediction[:, None])
+    assert keras_mse == pytest.approx(numpy_mse) == float(metric.result()) and numpy_mse < true_mse / 20
+    finding = only("INTEGER_VALUES", y, prediction)
+    assert finding.message.startswith("y_true is uint8 and y_pred is uint8")
+    # 0 - 3 wraps to 253, whose square wraps back to 9: the example is the error that changed.
+    assert "(100 - 0 gives 100 and a squared error of 16, not 10000)" in finding.message
+    assert f"so they read {four(numpy_mse)} instead of {four(true_mse)}" in finding.message
+    # Small int16 differences do not wrap: the cast is all there is to say.
+    small = only("INTEGER_VALUES", y.astype(np.int16), prediction.astype(np.int16))
+    assert small.message.startswith("y_pred has the integer dtype int16")
 
 
 # ---------------------------------------------------------------- CONSTANT_TARGET, CONSTANT_PREDICTION
@@ -277,6 +435,69 @@ def test_identical_constants_give_zero_and_both_findings():
     assert codes(np.full(N, 2.5), np.full(N, 2.5)) == ["CONSTANT_TARGET", "CONSTANT_PREDICTION"]
 
 
+def test_a_constant_prediction_states_its_r2():
+    finding = only("CONSTANT_PREDICTION", Y, np.full((N, 1), 0.7))
+    assert f"(R² = {1 - np.mean((Y - 0.7) ** 2) / np.var(Y):.4f})" in finding.message
+
+
+# ---------------------------------------------------------------- PREDICTIONS_EQUAL_TARGETS
+
+
+def test_a_tree_scored_on_its_training_set_reads_exactly_zero(diabetes):
+    tree = pytest.importorskip("sklearn.tree")
+    x, y, _ = diabetes
+    prediction = tree.DecisionTreeRegressor(random_state=0).fit(x, y[:, 0]).predict(x)[:, None]
+    assert np.mean((y - prediction) ** 2) == 0.0  # the symptom
+    result = diagnose(y, prediction, x=x)
+    assert [f.code for f in result] == ["PREDICTIONS_EQUAL_TARGETS"]
+    assert result.mse == 0.0 and result.r2 == 1.0
+    assert "(the MSE is exactly 0, R² = 1)" in result[0].message
+    assert "scored on the data it was trained on" in result[0].message
+    # The same with the whole-number target as integers: no word of a cast.
+    assert codes(y.astype(np.int64), prediction.astype(np.int64)) == ["PREDICTIONS_EQUAL_TARGETS"]
+
+
+def test_predictions_equal_up_to_float32_rounding():
+    finding = only("PREDICTIONS_EQUAL_TARGETS", Y, Y.astype(np.float32))
+    assert "up to float32 rounding: the MSE is " in finding.message
+    assert "PREDICTIONS_EQUAL_TARGETS" not in codes(Y, Y * (1 + 1e-4))
+    assert codes(np.full(N, 2.5), np.full(N, 2.5))[0] == "CONSTANT_TARGET"  # not this case
+    assert codes([2.0], [2.0]) == []  # one sample: there is no variation to reproduce
+
+
+# ---------------------------------------------------------------- NEAR_CONSTANT_PREDICTION
+
+
+def test_nearly_constant_predictions():
+    prediction = 0.2 + 0.01 * P  # a spread of 1% of the target's
+    ratio = np.std(prediction) / np.std(Y)
+    r2 = 1 - np.mean((Y - prediction) ** 2) / np.var(Y)
+    finding = only("NEAR_CONSTANT_PREDICTION", Y, prediction)
+    assert f"{four(np.std(prediction))}, {ratio:.1%} of the targets' ({four(np.std(Y))})" in finding.message
+    assert f"(R² = {r2:.4f})" in finding.message
+    assert codes(Y, prediction) == ["NEAR_CONSTANT_PREDICTION"]  # not also NO_BETTER_THAN_MEAN
+    assert codes(Y, 0.06 * P) == []  # 6% of the spread, and R² above 0: a weak model, not a flat one
+    two = np.c_[Y, 5 * Y]
+    assert "at most" in only("NEAR_CONSTANT_PREDICTION", two, 0.01 * np.c_[P, P]).message
+
+
+# ---------------------------------------------------------------- NO_BETTER_THAN_MEAN
+
+
+def test_r2_at_or_below_zero():
+    prediction = Y + 1.2 * RNG.normal(size=(N, 1))  # noise larger than the target's spread
+    mse = np.mean((Y - prediction) ** 2)
+    finding = only("NO_BETTER_THAN_MEAN", Y, prediction)
+    assert f"= 1 - {four(mse)} / {four(np.var(Y))} = {1 - mse / np.var(Y):.4f}:" in finding.message
+    assert "NO_BETTER_THAN_MEAN" in codes(Y, -P)
+    assert "NO_BETTER_THAN_MEAN" not in codes(Y, P)
+    # R² of exactly 0 (an MSE exactly as large as Var(y_true)) counts too.
+    y, prediction = np.array([1.0, -1.0, 1.0, -1.0]), np.array([1.0, -1.0, -1.0, -1.0])
+    result = diagnose(y, prediction)
+    assert result.mse == np.var(y) == 1.0 and result.r2 == 0.0
+    assert [f.code for f in result] == ["NO_BETTER_THAN_MEAN"]
+
+
 # ---------------------------------------------------------------- TARGET_IN_INPUTS
 
 
@@ -295,13 +516,62 @@ def test_an_affine_float32_copy_of_the_target_is_found():
     assert "(y_true = 3.000 * x[:, 0] + 0)" in scaled.message
 
 
+def test_an_exact_copy_says_an_exact_law_would_be_genuine():
+    finding = only("TARGET_IN_INPUTS", Y, P, x=np.c_[X, 1.8 * Y + 32])  # °C to °F, say
+    assert "(a unit conversion, a physical law) is the small MSE genuine" in finding.message
+
+
 def test_correlated_but_not_copied_inputs_are_fine():
-    close = Y + 0.01 * RNG.normal(size=(N, 1))  # correlation about 0.9999, not 1
-    assert "TARGET_IN_INPUTS" not in codes(Y, P, x=np.c_[X, close, np.ones(N)])
-    # Below five samples an unrelated column can match by chance, so nothing is checked.
+    # Changed: a copy with noise of 1% of the target's spread (correlation 0.9999) used to pass
+    # as honest; it is a near copy now (test_near_copies_of_the_target_are_found).
+    related = Y + 0.5 * RNG.normal(size=(N, 1))  # correlation about 0.9: a good honest feature
+    assert "TARGET_IN_INPUTS" not in codes(Y, P, x=np.c_[X, related, np.ones(N)])
+    # Below five samples an unrelated column can match by chance, so nothing is checked; below
+    # ten only exact affine copies are, as a rank correlation of 1 comes by chance too often.
     assert "TARGET_IN_INPUTS" not in codes(Y[:4], P[:4], x=Y[:4])
+    assert "TARGET_IN_INPUTS" in codes(Y[:8], P[:8], x=2 * Y[:8] + 1)
+    assert "TARGET_IN_INPUTS" not in codes(Y[:8], P[:8], x=np.exp(Y[:8]))
+    assert "TARGET_IN_INPUTS" in codes(Y[:10], P[:10], x=np.exp(Y[:10]))
     # A constant target is reported as such, not as equal to every constant column.
     assert codes(np.ones(N), P[:, 0], x=np.ones((N, 2))) == ["CONSTANT_TARGET"]
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    """scikit-learn's diabetes features (float32) and raw target (442, 1), and a least-squares fit."""
+    pytest.importorskip("sklearn")
+    from companion.data import load_diabetes
+
+    x, y = load_diabetes(standardize=False)
+    design = np.c_[x, np.ones(len(x))]
+    return x, y, design @ np.linalg.lstsq(design, y, rcond=None)[0]
+
+
+def test_no_honest_diabetes_feature_is_taken_for_the_target(diabetes):
+    x, y, fit = diabetes
+    assert "TARGET_IN_INPUTS" not in codes(y, fit, x=x)
+    assert "TARGET_IN_INPUTS" not in codes((y - y.mean()) / y.std(), fit, x=x)
+    assert "TARGET_IN_INPUTS" not in codes(np.log(y), np.log(fit.clip(1)), x=x)
+
+
+@pytest.mark.parametrize("copy", ["noise of 1% of its std", "rounded to tens", "exp", "cube"])
+def test_near_copies_of_the_target_are_found(diabetes, copy):
+    stats = pytest.importorskip("scipy.stats")
+    x, y, fit = diabetes
+    standardized = (y - y.mean()) / y.std()
+    column = {
+        "noise of 1% of its std": y + 0.01 * y.std() * np.random.default_rng(1).normal(size=y.shape),
+        "rounded to tens": np.round(y, -1),  # ties: 33 distinct values for 442 samples
+        "exp": np.exp(standardized),
+        "cube": standardized ** 3,
+    }[copy]
+    finding = only("TARGET_IN_INPUTS", y, fit, x=np.c_[x[:, :4], column, x[:, 4:]].astype(np.float32))
+    rho = stats.spearmanr(column.astype(np.float32)[:, 0], y[:, 0]).statistic
+    assert 0.99 <= rho < 1 - 1e-6 or copy in ("exp", "cube")
+    # How sure: the column, the rank correlation, and what an unrelated column would give.
+    assert finding.message.startswith("column 4 of x orders the samples almost exactly as y_true")
+    assert f"Spearman's rank correlation is {rho:.6f}" in finding.message
+    assert f"0 ± {1 / np.sqrt(len(y) - 1):.3f} over {len(y)} samples" in finding.message
 
 
 # ---------------------------------------------------------------- DISPLAY_ROUNDING
@@ -317,6 +587,12 @@ def test_correlated_but_not_copied_inputs_are_fine():
     ("2.4000e-06", 2.4e-6, False),  # a relative format shows it
     ("mse: 0.0000e+00", 2.4e-6, False),  # a relative format never rounds to 0
     ("0.0000", 0.0, False),  # the display is right: the MSE is 0
+    ("0.0000 (epoch 10)", 2.4e-6, True),  # the epoch is not the value
+    ("Epoch 10/10 - loss: 0.5000 - mse: 0.0000", 2.4e-6, True),  # the number after "mse"
+    ("epoch 3: 0.0000", 2.4e-6, True),  # a number with decimals, not a whole one
+    ("rmse: 0.0016 - mse: 0.0000", 2.4e-6, True),  # "rmse" is another metric
+    ("mse: 0.0000 (epoch 10)", 0.5, False),
+    ("mse: nan", 2.4e-6, False),  # a nan is shown as nan: nothing rounded away
 ])
 def test_display_rounding(shown, mse, expected):
     y = np.array([1.0, 2.0, 3.0, 4.0])
@@ -378,7 +654,7 @@ BAD_INPUT = [
     (([], []), {}, ValueError, r"y_true must not be empty, got shape \(0,\)"),
     (([1.0, 2.0], np.ones((2, 0))), {}, ValueError, r"y_pred must not be empty, got shape \(2, 0\)"),
     (([1.0, np.nan], [1.0, 2.0]), {}, ValueError, r"y_true must be finite, got 1 NaN or inf"),
-    (([1.0, 2.0], [np.inf, 2.0]), {}, ValueError, r"y_pred must be finite"),
+    (([np.inf, 2.0], [1.0, 2.0]), {}, ValueError, r"y_true must be finite"),
     (([1.0, 2.0], [1.0, 2.0]), {"x": [[np.nan], [1.0]]}, ValueError, r"x must be finite"),
     ((1.0, 1.0), {}, ValueError, r"y_true must have a sample axis, got a scalar"),
     ((["a", "b"], [1.0, 2.0]), {}, TypeError, r"y_true must hold real numbers, got dtype <U1"),
@@ -403,6 +679,9 @@ def test_diagnose_rejects_bad_arrays(case):
     name, value = case
     arguments = {"y_true": Y[:, 0], "y_pred": Y[:, 0] + 0.1}
     arguments[name] = value
+    if name == "y_pred" and len(value) == N:  # a NaN or inf prediction: a finding, not an error
+        assert codes(arguments["y_true"], arguments["y_pred"])[0] == "NAN_PREDICTIONS"
+        return
     with pytest.raises((ValueError, TypeError)) as error:
         diagnose(arguments["y_true"], arguments["y_pred"])
     assert "y_true" in str(error.value) or "y_pred" in str(error.value), str(error.value)
