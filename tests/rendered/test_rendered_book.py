@@ -54,6 +54,10 @@ def toc_pages() -> list[str]:
 
 PAGES = toc_pages()
 CHAPTERS = [p for p in PAGES if re.search(r"/0[1-9]_", p)]
+# The page that applies the chapters' tools to the reader's own run has no exercises, so no
+# solutions to hide; it has its own rule at the end of this file.
+RECONCILE_PAGE = "book/06_reconcile_your_run"
+ARTICLES = [p for p in CHAPTERS if p != RECONCILE_PAGE]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -180,7 +184,7 @@ def test_search_finds_a_chapter(browser, site):
     assert any(re.search(r"/book/0[1-9]_\w+\.html", href or "") for href in links), f"search results: {links}"
 
 
-@pytest.mark.parametrize("page", CHAPTERS)
+@pytest.mark.parametrize("page", ARTICLES)
 def test_solutions_stay_hidden_until_opened(browser, site, page):
     # An exercise's answer is its solution cell's output: it must not be readable under the
     # exercise before the reader asks for it, and must be readable once they do.
@@ -199,3 +203,19 @@ def test_solutions_stay_hidden_until_opened(browser, site, page):
         while time.time() < deadline and not outputs[0].text.strip():
             time.sleep(0.1)
         assert outputs[0].text.strip(), f"{page}: an opened solution shows no output"
+
+
+def test_reconcile_page_answers_first_links_its_reports_and_hides_its_bookkeeping(browser, site):
+    open_page(browser, f"{site}/{html_path(RECONCILE_PAGE)}")
+    boxes = [box for box in browser.find_elements(By.CSS_SELECTOR, "div.admonition")
+             if box.text.startswith("The short answer")]
+    assert boxes, "no 'The short answer' box"
+    first_screen = browser.execute_script("return window.innerHeight")
+    top = browser.execute_script("return arguments[0].getBoundingClientRect().top", boxes[0])
+    assert top < first_screen, f"the short answer starts at {top}px, below the first screen"
+    report = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+/(issues|pull)/\d+")
+    links = {a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a[href]")}
+    reports = {href for href in links if report.fullmatch(href or "")}
+    assert len(reports) >= 8, f"the casebook links {len(reports)} reports: {sorted(reports)}"
+    text = browser.find_element(By.CSS_SELECTOR, "main").text
+    assert "glue(" not in text, "a glue cell (remove-cell) shows on the page"
