@@ -197,3 +197,21 @@ def test_python_version_agrees():
         "python" + pyproject()["project"]["requires-python"]
     ).specifier
     assert sys.version_info[:2] == (3, 11), "the pinned environment is tested on Python 3.11"
+
+
+def test_readme_lists_every_module_each_chapter_imports():
+    # The README's chapter table is where a reader looks for a chapter's code.
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    for source in sorted((ROOT / "book").glob("[0-9][0-9]_*.md")):
+        if source.stem.startswith("00_"):
+            continue
+        text = source.read_text()
+        imported = set(re.findall(r"from companion\.(\w+) import", text))
+        for names in re.findall(r"from companion import ([\w, ]+)", text):
+            imported |= {name.strip() for name in names.split(",")}
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `book/{source.stem}`")), None)
+        assert row is not None, f"README.md has no row for {source.stem}"
+        listed = set(re.findall(r"`(\w+)`", row.split("|")[3]))
+        assert imported <= listed, f"README.md's row for {source.stem} lacks {sorted(imported - listed)}"
