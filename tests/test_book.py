@@ -175,7 +175,10 @@ def test_the_book_renders_stored_outputs_only():
 
 REQUIRED_SECTIONS = ("Overview", "Setup", "The question", "The article's claims, tested",
                      "What to do about it", "Summary", "Exercises", "Self-check")
-CHAPTERS = [nb for nb in NOTEBOOKS if re.match(r"0[1-9]_", nb.name)]
+# The article chapters follow the investigation template; the page that applies their tools to
+# the reader's own run has a structure of its own (see the end of this file).
+RECONCILE_PAGE = BOOK / "06_reconcile_your_run.ipynb"
+CHAPTERS = [nb for nb in NOTEBOOKS if re.match(r"0[1-9]_", nb.name) and nb != RECONCILE_PAGE]
 
 
 def sections(notebook_cells) -> dict[str, str]:
@@ -263,3 +266,268 @@ def test_chapter_1_shows_both_reference_loops_whole():
         assert lines <= 60, f"{module.__name__}.train has {lines} lines besides its docstring"
         widest = max(len(line) for line in source.splitlines())
         assert widest <= 88, f"{module.__name__}.train has a line of {widest} characters"
+
+
+# --- the page "Reconcile your own run": the tool, the chapters in miniature, a casebook ----------
+
+RECONCILE_SECTIONS = ("Setup", "The tool on a fresh model", "The five chapters in miniature",
+                      "Casebook: real reports, reconciled", "Paste your run", "Self-check")
+# The public reports the casebook must re-create (issue 17), as https://github.com/<these>.
+CASEBOOK_REPORTS = {
+    "tensorflow/tensorflow/issues/29964", "keras-team/keras/issues/20388",
+    "tensorflow/tensorflow/issues/25178", "keras-team/keras/issues/18796",
+    "mlcommons/training/issues/89", "huggingface/trl/issues/2175",
+    "huggingface/transformers/pull/34191", "pytorch/pytorch/issues/25162",
+}
+REPORT_LINK = re.compile(r"\(https://github\.com/([\w.-]+/[\w.-]+/(?:issues|pull)/\d+)\)")
+
+
+def subsections(notebook_cells, section: str) -> list[tuple[str, str, list]]:
+    """The `### ` parts of a `## ` section: (title, their markdown, their code cells)."""
+    parts, inside = [], False
+    for cell in notebook_cells:
+        if cell.cell_type == "code":
+            if inside and parts:
+                parts[-1][2].append(cell)
+            continue
+        for line in cell.source.splitlines() + [""]:  # a cell ends a paragraph
+            if line.startswith("## "):
+                inside = line[3:].strip() == section
+            elif inside and line.startswith("### "):
+                parts.append((line[4:].strip(), "", []))
+            elif inside and parts:
+                title, text, code = parts[-1]
+                parts[-1] = (title, text + line + "\n", code)
+    return parts
+
+
+def stdout(cell) -> str:
+    return "".join(o.text for o in cell.outputs if o.output_type == "stream")
+
+
+def test_reconcile_page_puts_the_answer_first_then_demo_casebook_recipe():
+    notebook_cells = nbformat.read(RECONCILE_PAGE, as_version=4).cells
+    found = sections(notebook_cells)
+    assert tuple(found) == RECONCILE_SECTIONS, f"sections {tuple(found)}"
+    before_setup = "\n".join(c.source for c in notebook_cells[:3] if c.cell_type == "markdown")
+    assert "```{admonition} The short answer" in before_setup, "the answer is on the first screen"
+    assert "|---" in found["Paste your run"], "the recipe reads the parts from a table"
+    dropdowns = re.findall(r"^:::\{dropdown\}", found["Self-check"], re.MULTILINE)
+    assert len(dropdowns) >= 3, "at least three self-check questions"
+
+
+def test_reconcile_page_shows_every_chapter_in_miniature():
+    notebook_cells = nbformat.read(RECONCILE_PAGE, as_version=4).cells
+    parts = subsections(notebook_cells, "The five chapters in miniature")
+    titles = [title.split(":")[0] for title, _, _ in parts]
+    assert titles == [f"Chapter {n}" for n in range(1, 6)], f"one ### per chapter, got {titles}"
+    for title, _, code in parts:
+        assert code and stdout(code[0]).strip(), f"{title!r}: no executed experiment"
+        assert re.search(r"^assert ", code[0].source, re.MULTILINE), f"{title!r}: no check"
+
+
+def test_every_casebook_case_links_its_report_recreates_it_and_checks_the_explanation():
+    notebook_cells = nbformat.read(RECONCILE_PAGE, as_version=4).cells
+    cases = subsections(notebook_cells, "Casebook: real reports, reconciled")
+    linked = set()
+    for title, text, code in cases:
+        reports = REPORT_LINK.findall(text)
+        assert reports, f"case {title!r} links no report"
+        linked.update(reports)
+        paragraphs = [p for p in text.split("\n\n") if len(p.split()) >= 40]
+        assert paragraphs, f"case {title!r} says in a paragraph what the reporter saw"
+        shown = [c for c in code if "remove-cell" not in c.metadata.get("tags", ())]
+        assert shown and stdout(shown[0]).strip(), f"case {title!r} has no executed re-creation"
+        assert re.search(r"^assert ", shown[0].source, re.MULTILINE), f"case {title!r}: no check"
+        assert re.search(r"^\*\*Verdict:\*\* \S", text, re.MULTILINE), f"case {title!r}: no verdict"
+    assert CASEBOOK_REPORTS <= linked, f"missing reports: {sorted(CASEBOOK_REPORTS - linked)}"
+
+
+def test_reconcile_page_keeps_its_glue_bookkeeping_off_the_page():
+    for cell in code_cells(RECONCILE_PAGE):
+        if re.search(r"^glue\(", cell.source, re.MULTILINE):
+            assert "remove-cell" in cell.metadata.get("tags", ()), (
+                f"a cell that glues numbers for the prose is tagged remove-cell: {cell.source[:60]!r}")
+
+
+def test_reconcile_page_code_and_outputs_fit_in_88_columns():
+    for index, cell in enumerate(code_cells(RECONCILE_PAGE)):
+        texts = [cell.source] + [output_text(o) for o in cell.outputs
+                                 if "scrapbook" not in o.get("metadata", {})]
+        wide = [line for text in texts for line in text.splitlines() if len(line) > 88]
+        assert not wide, f"code cell {index}: lines over 88 columns: {wide}"
+
+
+# --- the reader-first template (issue 14) ------------------------------------------------------
+#
+# Chapters rewritten to the reader-first template: the answer first, a core (everything before
+# `## Exercises`) that reads in about 25 minutes, bookkeeping off the page, 88 columns. Chapter 1
+# is the template; the other chapters join this list as they are rewritten.
+READER_FIRST = ["01_loss_vs_metric"]
+READER_FIRST_NOTEBOOKS = [BOOK / f"{name}.ipynb" for name in READER_FIRST]
+
+MAX_COLUMNS = 88
+MAX_CORE_WORDS, MAX_CORE_CODE_LINES = 2000, 250
+WORDS_PER_MINUTE, SECONDS_PER_CODE_LINE = 200, 10
+OFF_PAGE = {"remove-cell", "remove-input", "hide-input", "hide-cell"}  # not read in passing
+CODE_FENCE = re.compile(r"^```(?:python|bash)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+SHORT_ANSWER = "```{admonition} The short answer"
+
+
+def tags(cell) -> set[str]:
+    return set(cell.metadata.get("tags", ()))
+
+
+def count_lines(text: str) -> int:
+    return len([line for line in text.splitlines() if line.strip()])
+
+
+def core_size(notebook: Path) -> tuple[int, int]:
+    """Words of prose and lines of code a reader meets before `## Exercises` (the core).
+
+    Words: the markdown, less its code blocks, directive fences and option lines, counting
+    tokens that hold a letter or digit. Code lines: the non-blank lines of every code cell whose
+    input is on the page (not removed, not collapsed), of code blocks in the markdown, and of
+    code shown as a cell's output (``show_source``).
+    """
+    words = lines = 0
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            text = re.split(r"^## Exercises", cell.source, flags=re.MULTILINE)[0]
+            lines += sum(count_lines(block) for block in CODE_FENCE.findall(text))
+            text = re.sub(r"^(```|:::).*$|^:\w+:.*$", "", CODE_FENCE.sub("", text), flags=re.MULTILINE)
+            words += len([word for word in text.split() if re.search(r"\w", word)])
+            if re.search(r"^## Exercises", cell.source, re.MULTILINE):
+                break
+        elif cell.cell_type == "code" and not OFF_PAGE & tags(cell):
+            lines += count_lines(cell.source)
+            for output in cell.get("outputs", []):
+                shown = output.get("data", {}).get("text/markdown", "")
+                lines += sum(count_lines(block) for block in CODE_FENCE.findall("".join(shown)))
+    return words, lines
+
+
+def reading_minutes(words: int, lines: int) -> int:
+    """The reading time a chapter shows at its top, rounded to 5 minutes."""
+    minutes = words / WORDS_PER_MINUTE + lines * SECONDS_PER_CODE_LINE / 60
+    return int(5 * round(minutes / 5))
+
+
+def glued(notebook: Path) -> dict[str, str]:
+    return {
+        o.metadata["scrapbook"]["name"]: next(iter(o.data.values()))
+        for c in nbformat.read(notebook, as_version=4).cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "scrapbook" in o.get("metadata", {})
+    }
+
+
+def test_reader_first_chapters_exist():
+    missing = [nb.name for nb in READER_FIRST_NOTEBOOKS if not nb.is_file()]
+    assert not missing, f"READER_FIRST names chapters that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("notebook", READER_FIRST_NOTEBOOKS, ids=READER_FIRST)
+def test_the_short_answer_comes_first(notebook):
+    # The rule: the box is the first thing after the reproduction. Only `## Overview`,
+    # `## Setup` and `## The question` come before it; in `## The question` it follows the
+    # first code cell on the page (the reproduction, at most 5 lines), with nothing but
+    # removed cells and text between them. It says its answer in at most 5 lines, with numbers
+    # glued from the code.
+    notebook_cells = nbformat.read(notebook, as_version=4).cells
+    box = next((i for i, c in enumerate(notebook_cells)
+                if c.cell_type == "markdown" and SHORT_ANSWER in c.source), None)
+    assert box is not None, f"{notebook.name}: no '{SHORT_ANSWER}' box"
+    before = "\n".join(c.source for c in notebook_cells[:box] if c.cell_type == "markdown")
+    before += "\n" + notebook_cells[box].source.split(SHORT_ANSWER)[0]
+    headings = re.findall(r"^(#{2,3}) (.+)$", before, re.MULTILINE)
+    assert [title for _, title in headings] == ["Overview", "Setup", "The question"], (
+        f"{notebook.name}: sections before the short answer: {headings}")
+    question = max(i for i, c in enumerate(notebook_cells[:box + 1])
+                   if c.cell_type == "markdown" and "## The question" in c.source)
+    shown = [c for c in notebook_cells[question:box] if c.cell_type == "code" and "remove-cell" not in tags(c)]
+    assert len(shown) == 1, f"{notebook.name}: the box must follow the reproduction, found {len(shown)} code cells"
+    assert count_lines(shown[0].source) <= 5, f"{notebook.name}: the reproduction has more than 5 lines"
+    body = notebook_cells[box].source.split(SHORT_ANSWER)[1].split("\n```")[0]
+    body_lines = [line for line in body.splitlines()[1:] if line.strip() and not line.startswith(":")]
+    assert re.search(r"^:class: \w+", body, re.MULTILINE), "the box has a class (tip, important...)"
+    assert len(body_lines) <= 5, f"{notebook.name}: the short answer has {len(body_lines)} lines"
+    assert "{glue:text}`" in body, "the short answer's numbers are glued, not typed"
+
+
+@pytest.mark.parametrize("notebook", READER_FIRST_NOTEBOOKS, ids=READER_FIRST)
+def test_code_and_outputs_fit_in_88_columns(notebook):
+    # Code cells' source (removed cells too) and the text of their outputs: printed streams,
+    # text/plain, and text/markdown (the loops shown by show_source). Images are not text.
+    wide = []
+    for index, cell in enumerate(code_cells(notebook)):
+        texts = [("source", cell.source)]
+        for output in cell.outputs:
+            if output.output_type == "stream":
+                texts.append(("stream", output.text))
+            for kind in ("text/plain", "text/markdown"):
+                if kind in output.get("data", {}) and "scrapbook" not in output.get("metadata", {}):
+                    texts.append((kind, "".join(output.data[kind])))
+        for kind, text in texts:
+            wide += [f"code cell {index} ({kind}), {len(line)} columns: {line[:60]}..."
+                     for line in text.splitlines() if len(line) > MAX_COLUMNS]
+    assert not wide, f"{notebook.name}: lines over {MAX_COLUMNS} columns:\n" + "\n".join(wide)
+
+
+@pytest.mark.parametrize("notebook", READER_FIRST_NOTEBOOKS, ids=READER_FIRST)
+def test_glue_calls_live_in_removed_cells(notebook):
+    # The page shows the experiment and its result; the bookkeeping for the prose is off it.
+    visible = [index for index, cell in enumerate(code_cells(notebook))
+               if re.search(r"(?<![\w.])glue\(", cell.source) and "remove-cell" not in tags(cell)]
+    assert not visible, f"{notebook.name}: glue(...) in code cells not tagged remove-cell: {visible}"
+
+
+@pytest.mark.parametrize("notebook", READER_FIRST_NOTEBOOKS, ids=READER_FIRST)
+def test_tendencies_are_counted_over_ten_runs_and_every_claim_ends_in_a_check(notebook):
+    # "holds in k of n runs" is how a chapter reports a tendency: n is at least ten. And every
+    # claim's ### subsection has a check (assert / np.testing) in a code cell on the page.
+    notebook_cells = nbformat.read(notebook, as_version=4).cells
+    printed = "".join(output_text(o) for c in notebook_cells if c.cell_type == "code" for o in c.outputs)
+    for _, runs in re.findall(r"holds in (\d+) of (\d+) runs", printed):
+        assert int(runs) >= 10, f"{notebook.name}: a tendency checked over {runs} runs only"
+    page = "".join(c.source + "\n" if c.cell_type == "markdown" else f"<code>{c.source}</code>\n"
+                   for c in notebook_cells if "remove-cell" not in tags(c))
+    claims_section = page.split("## The article's claims, tested")[1].split("\n## ")[0]
+    for claim in re.split(r"^(?=### )", claims_section, flags=re.MULTILINE)[1:]:
+        code = "\n".join(re.findall(r"<code>(.*?)</code>", claim, re.DOTALL))
+        assert re.search(r"^\s*(assert |np\.testing\.assert)", code, re.MULTILINE), (
+            f"{notebook.name}: claim {claim.splitlines()[0]!r} has no check on the page")
+
+
+@pytest.mark.parametrize("notebook", READER_FIRST_NOTEBOOKS, ids=READER_FIRST)
+def test_going_further_comes_last(notebook):
+    found = list(sections(nbformat.read(notebook, as_version=4).cells))
+    assert found.index("Exercises") < found.index("Self-check"), found
+    after = found[found.index("Self-check") + 1:]
+    assert after in ([], ["Going further"]), f"{notebook.name}: after Self-check only 'Going further': {after}"
+
+
+def test_core_size_report():
+    # Run with `pytest -s` to see every chapter's numbers. READER_FIRST chapters must keep their
+    # core within the limits and show the reading time computed by this rule, glued.
+    problems, rows = [], []
+    for notebook in CHAPTERS:
+        words, lines = core_size(notebook)
+        minutes = reading_minutes(words, lines)
+        rows.append(f"{notebook.stem:28s} {words:6d} words {lines:5d} code lines  about {minutes} min")
+        if notebook.stem not in READER_FIRST:
+            continue
+        if words > MAX_CORE_WORDS or lines > MAX_CORE_CODE_LINES:
+            problems.append(f"{notebook.stem}: {words} words (max {MAX_CORE_WORDS}), "
+                            f"{lines} code lines (max {MAX_CORE_CODE_LINES}) before ## Exercises")
+        values = glued(notebook)
+        expected = {"core_words": words, "core_code_lines": lines, "reading_minutes": minutes}
+        wrong = {k: (values.get(k), v) for k, v in expected.items() if values.get(k) != str(v)}
+        if wrong:
+            problems.append(f"{notebook.stem}: glued (stored, expected) {wrong}: run `make sync`")
+        title = nbformat.read(notebook, as_version=4).cells[0].source
+        if "{glue:text}`reading_minutes`" not in title:
+            problems.append(f"{notebook.stem}: no glued reading time under the title")
+    print("\nthe core (before ## Exercises) of each chapter:", *rows, sep="\n  ")
+    assert not problems, "\n".join(problems)
