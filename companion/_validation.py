@@ -29,6 +29,14 @@ def non_negative_int(name: str, value) -> int:
     return integer(name, value, minimum=0)
 
 
+def seed(name: str, value) -> int:
+    """A seed for ``keras.utils.set_random_seed`` or ``np.random.seed``: an int in [0, 2**32)."""
+    value = non_negative_int(name, value)
+    if value >= 2**32:
+        raise ValueError(f"{name} must be below 2**32 (NumPy's legacy seeding takes 32 bits), got {value}")
+    return value
+
+
 def optional_seed(name: str, value) -> int | None:
     if value is None:
         return None
@@ -284,18 +292,27 @@ _ELEMENTWISE_LOSSES = ("MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELos
 
 
 def torch_prediction_shape(model, loss_fn, x, y) -> None:
-    """For an elementwise loss, refuse targets whose shape would broadcast against the model's
-    predictions. Predicts one sample in inference mode: no dropout draw, no batch-norm update."""
+    """Refuse what the first step would fail on or silently broadcast: ``x`` of a dtype or shape
+    the model cannot take (integers for float weights, the wrong number of features), and, for
+    an elementwise loss, targets shaped unlike the predictions. Predicts one sample in inference
+    mode: no dropout draw, no batch-norm update."""
     import torch
 
-    if type(loss_fn).__name__ not in _ELEMENTWISE_LOSSES:
-        return
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        prediction = model(x[:1])
-    model.train(was_training)
-    if tuple(prediction.shape[1:]) != tuple(y.shape[1:]):
+    try:
+        with torch.no_grad():
+            prediction = model(x[:1])
+    except RuntimeError as error:  # PyTorch's message names neither x nor what to do
+        floats = x.is_floating_point()
+        hint = "" if floats else "; for a model with float weights pass float data, e.g. x.astype(np.float32)"
+        raise (ValueError if floats else TypeError)(
+            f"x has dtype {x.dtype} and shape {tuple(x.shape)}, which the model cannot take: {error}{hint}"
+        ) from None
+    finally:
+        model.train(was_training)
+    elementwise = type(loss_fn).__name__ in _ELEMENTWISE_LOSSES
+    if elementwise and tuple(prediction.shape[1:]) != tuple(y.shape[1:]):
         raise ValueError(
             f"y has shape {tuple(y.shape)[1:]} per sample but the model predicts "
             f"{tuple(prediction.shape)[1:]}: {type(loss_fn).__name__} would broadcast them against "
@@ -316,12 +333,23 @@ def finite_loss(loss: float, epoch: int, step: int) -> None:
                          "the data holds NaN/inf; lower the learning rate or check the data")
 
 
+def keras_input(name: str, model, x: np.ndarray) -> None:
+    """Refuse ``x`` whose sample shape differs from the model's input shape (where it has one)."""
+    expected = getattr(model, "input_shape", None)
+    if not isinstance(expected, tuple) or not all(d is None or isinstance(d, int) for d in expected):
+        return  # several inputs, or a model without an Input: Keras checks them itself
+    if len(expected) != x.ndim or any(d is not None and d != n for d, n in zip(expected[1:], x.shape[1:])):
+        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, expected[1:]))}) for the "
+                         f"model's input {expected}, got shape {x.shape}")
+
+
 def within_range(name: str, array: np.ndarray, *, limit: float, dtype: str) -> None:
     """Refuse float values beyond ``limit``, the largest of the float type ``dtype`` that a model
     computes in: converted, they would silently become inf."""
-    if array.dtype.kind == "f" and array.size and np.max(np.abs(array)) > limit:
+    largest = float(np.max(np.abs(array))) if array.dtype.kind == "f" and array.size else 0.0
+    if largest > limit:
         raise ValueError(f"{name} must fit the model's float type {dtype} (at most {limit:.4g} in "
-                         f"magnitude), got values up to {np.max(np.abs(array)):.4g}; rescale them")
+                         f"magnitude), got values up to {largest:.4g}; rescale them")
 
 
 def _short_repr(value) -> str:

@@ -45,8 +45,10 @@ __all__ = [
     "reliability_diagram",
 ]
 
-# float32 softmax rows sum to 1 within a few 1e-7; logits almost never do.
+# float32 softmax rows sum to 1 within a few 1e-7; logits almost never do. Rows of 16-bit floats
+# sum to 1 only within about one unit of their precision (float16: 2**-10, bfloat16: 2**-7).
 _ROW_SUM_TOLERANCE = 1e-4
+_UNITS_OF_PRECISION = 4
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,26 @@ class ReliabilityDiagram:
     confidence: np.ndarray
     accuracy: np.ndarray
     count: np.ndarray
+
+    def __post_init__(self) -> None:
+        # Built by hand, a diagram is checked like any argument: its four arrays must fit.
+        edges = check.real_array("bin_edges", self.bin_edges).astype(np.float64)
+        if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0) or edges[0] < 0 or edges[-1] > 1:
+            raise ValueError(f"bin_edges must be a 1-D array of increasing numbers in [0, 1], at "
+                             f"least two of them, got {edges!r}")
+        count = check.real_array("count", self.count)
+        if count.shape != (len(edges) - 1,) or np.any(count < 0) or np.any(count != np.round(count)):
+            raise ValueError(f"count must hold one whole number >= 0 per bin, shape ({len(edges) - 1},), "
+                             f"got {count!r}")
+        fields = {"bin_edges": edges, "count": count.astype(np.int64)}
+        for name in ("confidence", "accuracy"):  # NaN marks an empty bin
+            values = check.to_numpy(name, getattr(self, name))
+            if values.dtype.kind not in "biuf" or values.shape != count.shape:
+                raise ValueError(f"{name} must hold one number per bin, shape {count.shape}, got "
+                                 f"dtype {values.dtype} and shape {values.shape}")
+            fields[name] = values.astype(np.float64)
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
 
     @property
     def num_samples(self) -> int:
@@ -119,14 +141,18 @@ def reliability_diagram(y_true, probabilities, *, num_bins: int = 10) -> Reliabi
     """Bin the samples by confidence and measure each bin's mean confidence and accuracy.
 
     ``probabilities`` has shape (N, C) and rows that sum to 1 (apply a softmax to logits
-    first); a sample's confidence is its largest probability, its prediction that class.
+    first): within 1e-4, or within 4 units of precision for 16-bit floats (a float16 softmax
+    row can sum to 0.9997). A sample's confidence is its largest probability, its prediction
+    that class.
 
     >>> d = reliability_diagram([1, 1, 0], [[0.2, 0.8], [0.1, 0.9], [0.15, 0.85]], num_bins=10)
     >>> d.count[7:].tolist(), d.accuracy[7:].tolist()  # 0.8 is in (0.7, 0.8]; 0.85 and 0.9 in (0.8, 0.9]
     ([1, 2, 0], [1.0, 0.5, nan])
     """
     num_bins = check.positive_int("num_bins", num_bins)
-    labels, values = _labels_and_scores(y_true, probabilities, "probabilities")
+    raw = check.data_array("probabilities", probabilities)
+    tolerance = max(_ROW_SUM_TOLERANCE, _UNITS_OF_PRECISION * _precision(probabilities, raw))
+    labels, values = _labels_and_scores(y_true, raw, "probabilities")
     if np.any(values < 0) or np.any(values > 1):
         raise ValueError(
             f"probabilities must lie in [0, 1], got values from {values.min():.4g} to "
@@ -134,10 +160,11 @@ def reliability_diagram(y_true, probabilities, *, num_bins: int = 10) -> Reliabi
         )
     sums = values.sum(axis=1)
     worst = float(np.max(np.abs(sums - 1)))
-    if worst > _ROW_SUM_TOLERANCE:
+    if worst > tolerance:
         raise ValueError(
-            f"probabilities must have rows that sum to 1, got a row summing to "
-            f"{sums[np.argmax(np.abs(sums - 1))]:.6g}; for logits, apply a softmax first"
+            f"probabilities must have rows that sum to 1 (within {tolerance:.2g} for dtype "
+            f"{raw.dtype}), got a row summing to {sums[np.argmax(np.abs(sums - 1))]:.6g}; for "
+            f"logits, apply a softmax first"
         )
     confidence = values.max(axis=1)
     # A stable argmax (first on a tie), the prediction every framework's accuracy makes.
@@ -203,6 +230,13 @@ def _log_comb(n: int, k: int) -> float:
     if not 0 <= k <= n:
         return -math.inf
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def _precision(original, array: np.ndarray) -> float:
+    """The spacing of the floats near 1 in the dtype ``original`` came in (0 for integers)."""
+    if "bfloat16" in str(getattr(original, "dtype", "")):  # it arrives as float32, exactly
+        return 2.0**-7
+    return float(np.finfo(array.dtype).eps) if array.dtype.kind == "f" else 0.0
 
 
 def _labels_and_scores(y_true, scores, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -43,10 +43,7 @@ def describe_difference(difference: float) -> str:
     machine and thread count; the bound "at most 1e-06" does not, so it is what a notebook
     prints. Differences of 1e-3 and more are real gaps and are shown to three digits.
     """
-    if isinstance(difference, bool) or not isinstance(difference, (int, float, np.floating)):
-        raise TypeError(f"difference must be a number, got {type(difference).__name__}")
-    if not math.isfinite(difference) or difference < 0:
-        raise ValueError(f"difference must be finite and >= 0, got {difference}")
+    difference = check.non_negative_number("difference", difference)
     if difference == 0:
         return "zero (bit-identical)"
     if difference >= 1e-3:  # a real gap, not rounding: its leading digits are stable

@@ -9,6 +9,8 @@ companion is installed) it does nothing unless ``display=True``, in which case i
 
 from __future__ import annotations
 
+from companion import _validation as check
+
 __all__ = ["glue"]
 
 
@@ -16,6 +18,7 @@ def glue(name: str, value, *, display: bool = False) -> None:
     """Record ``value`` under ``name`` for the book (and show it if ``display``)."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name must be an identifier-like string, got {name!r}")
+    display = check.boolean("display", display)
     try:
         from myst_nb import glue as myst_glue
     except ImportError:

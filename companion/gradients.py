@@ -21,6 +21,8 @@ True
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from companion import _validation as check
@@ -94,7 +96,10 @@ def _tf_inputs(model, x, y, loss_fn):
     check.function("loss_fn", loss_fn, "loss_fn(y_true, y_pred)")
     x = check.data_array("x", x)
     y = check.data_array("y", y, length=len(x))
+    check.keras_input("x", model, x)
     floatx = keras.config.floatx()
+    for name, array in (("x", x), ("y", y)):
+        check.within_range(name, array, limit=float(np.finfo(floatx).max), dtype=floatx)
     x, y = (a.astype(floatx) if np.issubdtype(a.dtype, np.floating) else a for a in (x, y))
     return tf.constant(x), tf.constant(y)
 
@@ -116,6 +121,8 @@ def torch_per_example_gradients(model, x, y, *, loss_fn, layout: str = "torch") 
     ``torch.nn.MSELoss(reduction="none")``. The gradients come from ``torch.func``:
     ``vmap(grad(loss of one example))``, one vectorized pass over the N examples, in the order of
     ``model.parameters()``. ``layout="keras"`` transposes 2-D weights to Keras' (inputs, outputs).
+    The model runs in eval mode (no dropout, batch-norm running statistics), as the TensorFlow
+    version calls it with ``training=False``; its own mode is restored afterwards.
 
     >>> grads = torch_per_example_gradients(torch.nn.Linear(3, 1), x, y, loss_fn=mse)  # doctest: +SKIP
     >>> [g.shape for g in grads]                                 # doctest: +SKIP
@@ -136,7 +143,8 @@ def torch_per_example_gradients(model, x, y, *, loss_fn, layout: str = "torch") 
         prediction = functional_call(model, ({**trainable, **frozen}, buffers), (x_one.unsqueeze(0),))
         return _per_example(loss_fn(prediction, y_one.unsqueeze(0)), 1, _torch_mean).sum()
 
-    per_example = vmap(grad(one_example_loss), in_dims=(None, 0, 0))(params, x, y)
+    with _eval_mode(model):  # dropout would draw one mask per example, which vmap refuses
+        per_example = vmap(grad(one_example_loss), in_dims=(None, 0, 0))(params, x, y)
     with torch.no_grad():
         return [_torch_numpy(per_example[name], layout, leading=1) for name in names]
 
@@ -145,7 +153,8 @@ def torch_batch_gradients(model, x, y, *, loss_fn, reduction: str = "mean", layo
     """The gradient of the batch loss, one array per parameter; ``.grad`` is left untouched.
 
     ``reduction="mean"`` differentiates the mean of the per-example losses (what a torch loss
-    does with its default ``reduction="mean"``), ``"sum"`` their sum.
+    does with its default ``reduction="mean"``), ``"sum"`` their sum. The model runs in eval
+    mode, as in :func:`torch_per_example_gradients`, so the two agree.
 
     >>> torch_batch_gradients(torch.nn.Linear(3, 1), x, y, loss_fn=mse, reduction="sum")  # doctest: +SKIP
     [array([[...]], dtype=float32), array([...], dtype=float32)]
@@ -156,7 +165,8 @@ def torch_batch_gradients(model, x, y, *, loss_fn, reduction: str = "mean", layo
     layout = check.choice("layout", layout, _LAYOUTS)
     x, y = _torch_inputs(model, x, y, loss_fn)
     params = [p for p in model.parameters() if p.requires_grad]
-    losses = _per_example(loss_fn(model(x), y), len(x), _torch_mean)
+    with _eval_mode(model):
+        losses = _per_example(loss_fn(model(x), y), len(x), _torch_mean)
     batch_loss = losses.mean() if reduction == "mean" else losses.sum()
     gradients = torch.autograd.grad(batch_loss, params, allow_unused=True)
     return [
@@ -167,12 +177,26 @@ def torch_batch_gradients(model, x, y, *, loss_fn, reduction: str = "mean", layo
 
 def _torch_inputs(model, x, y, loss_fn):
     check.torch_model("model", model)
-    if not any(p.requires_grad for p in model.parameters()):
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
         raise ValueError("model must have at least one parameter with requires_grad=True")
     check.function("loss_fn", loss_fn, "loss_fn(prediction, target)")
-    device = next(model.parameters()).device
-    x = check.torch_tensor("x", x, device=device)
-    return x, check.torch_tensor("y", y, device=device, length=len(x))
+    # The data go where the weights are, in their float type, as in companion.torch_loop.
+    device, dtype = trainable[0].device, trainable[0].dtype
+    x = check.torch_tensor("x", x, device=device, float_dtype=dtype)
+    y = check.torch_tensor("y", y, device=device, float_dtype=dtype, length=len(x))
+    check.torch_prediction_shape(model, loss_fn, x, y)
+    return x, y
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _torch_mean(values, axis):
@@ -208,18 +232,25 @@ def _per_example(losses, examples: int, mean):
 def flatten(gradients) -> np.ndarray:
     """All gradient arrays of a list, raveled and concatenated into one float64 vector.
 
+    The arrays may be NumPy arrays or tensors; NaN and inf are kept (a diverged gradient is
+    something to look at).
+
     >>> flatten([np.ones((2, 2)), np.zeros(1)]).tolist()
     [1.0, 1.0, 1.0, 1.0, 0.0]
     """
+    return _flatten("gradients", gradients)
+
+
+def _flatten(name: str, gradients) -> np.ndarray:
     if isinstance(gradients, np.ndarray) or not isinstance(gradients, (list, tuple)):
-        raise TypeError(f"gradients must be a list of arrays (one per variable), got {type(gradients).__name__}")
+        raise TypeError(f"{name} must be a list of arrays (one per variable), got {type(gradients).__name__}")
     if not gradients:
-        raise ValueError("gradients must hold at least one array, got an empty list")
+        raise ValueError(f"{name} must hold at least one array, got an empty list")
     arrays = []
     for index, g in enumerate(gradients):
-        array = np.asarray(g)
-        if array.dtype == object or not np.issubdtype(array.dtype, np.number):
-            raise TypeError(f"gradients[{index}] must be a numeric array, got dtype {array.dtype}")
+        array = check.to_numpy(f"{name}[{index}]", g)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"{name}[{index}] must be a numeric array, got dtype {array.dtype}")
         arrays.append(array.astype(np.float64).ravel())
     return np.concatenate(arrays)
 
@@ -233,10 +264,20 @@ def gradient_difference(a, b) -> float:
     >>> gradient_difference([np.array([2.0, 0.0])], [np.array([2.0, 1e-9])])
     5e-10
     """
-    a, b = flatten(a), flatten(b)
+    a, b = _finite("a", a), _finite("b", b)
     if a.shape != b.shape:
         raise ValueError(f"a and b must hold the same number of entries, got {a.size} and {b.size}")
     scale = np.max(np.abs(a))
     if scale == 0:
         raise ValueError("a must not be all zeros: the difference has no scale to be relative to")
     return float(np.max(np.abs(a - b)) / scale)
+
+
+def _finite(name: str, gradients) -> np.ndarray:
+    vector = _flatten(name, gradients)
+    if vector.size == 0:
+        raise ValueError(f"{name} must hold at least one number, got only empty arrays")
+    if not np.isfinite(vector).all():
+        raise ValueError(f"{name} must be finite, got {int(np.sum(~np.isfinite(vector)))} NaN or inf "
+                         f"value(s): a difference relative to them means nothing")
+    return vector

@@ -35,7 +35,7 @@ def keras_mlp(num_inputs: int, *, hidden=(16,), activation: str = "tanh", l2: fl
 
     num_inputs, hidden = _check_architecture(num_inputs, hidden, activation, dropout)
     l2 = check.non_negative_number("l2", l2)
-    seed = check.non_negative_int("seed", seed)
+    seed = check.seed("seed", seed)
     keras.utils.set_random_seed(seed)
     layers = [keras.Input((num_inputs,))]
     for width in hidden:

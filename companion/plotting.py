@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from companion import _validation as _check
@@ -25,7 +27,8 @@ def plot_epoch_numbers(log, key: str = "loss", *, evaluations=None, ax=None, tit
     import matplotlib.pyplot as plt
 
     _check.instance("log", log, TrainingLog)
-    if key not in log.history:
+    _check_axes_and_text(ax, optional={"title": title, "ylabel": ylabel})
+    if not isinstance(key, str) or key not in log.history:
         raise KeyError(f"key must be one of {tuple(log.history)}, got {key!r}")
     batch = log.series(key, kind="batch")
     running = log.series(key, kind="running")
@@ -82,9 +85,8 @@ def plot_loss_vs_margin(margins, losses, *, num_classes: int, ax=None, title: st
     losses = _check.data_array("losses", losses, length=len(margins), length_of="margins").astype(float)
     if margins.ndim != 1 or losses.ndim != 1:
         raise ValueError(f"margins and losses must be 1-D, got shapes {margins.shape} and {losses.shape}")
-    num_classes = _check.positive_int("num_classes", num_classes)
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    num_classes = _check.integer("num_classes", num_classes, minimum=2)
+    _check_axes_and_text(ax, optional={"title": title})
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4))
     reach = max(1.0, float(np.max(np.abs(margins))))
@@ -120,6 +122,7 @@ def plot_batch_accuracy_histogram(batch_accuracies, *, batch_size: int, accuracy
     values = _check.data_array("batch_accuracies", batch_accuracies).astype(float)
     batch_size = _check.positive_int("batch_size", batch_size)
     accuracy = _check.fraction("accuracy", accuracy)
+    _check_axes_and_text(ax, optional={"title": title})
     hits = values * batch_size
     if values.ndim != 1 or np.any(np.abs(hits - np.round(hits)) > 1e-6) or np.any((values < 0) | (values > 1)):
         raise ValueError(f"batch_accuracies must be a 1-D array of fractions k / batch_size "
@@ -166,6 +169,9 @@ def plot_loss_and_accuracy(loss, accuracy, *, mark_epoch: int | None = None, ax=
         mark_epoch = _check.non_negative_int("mark_epoch", mark_epoch)
         if mark_epoch >= len(loss):
             raise ValueError(f"mark_epoch must be below the number of epochs ({len(loss)}), got {mark_epoch}")
+    _check_axes_and_text(ax, optional={"title": title},
+                         required={"loss_label": loss_label, "accuracy_label": accuracy_label})
+    _check_legend_location("legend_loc", legend_loc)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4))
     epochs = np.arange(1, len(loss) + 1)
@@ -199,6 +205,7 @@ def plot_reliability_diagram(diagram, *, ax=None, title: str | None = None, labe
     import matplotlib.pyplot as plt
 
     _check.instance("diagram", diagram, ReliabilityDiagram)
+    _check_axes_and_text(ax, optional={"title": title}, required={"label": label})
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 5))
     edges = np.asarray(diagram.bin_edges)
@@ -218,3 +225,27 @@ def plot_reliability_diagram(diagram, *, ax=None, title: str | None = None, labe
     ax.set_title(title or f"Reliability diagram, ECE = {diagram.ece:.4f}")
     ax.legend(fontsize=8, loc="upper left")
     return ax
+
+
+def _check_axes_and_text(ax, *, optional: dict, required: dict | None = None) -> None:
+    """Refuse by name an ``ax`` that is no Matplotlib ``Axes``, and titles and labels that are no
+    str (``optional`` ones may be None)."""
+    from matplotlib.axes import Axes
+
+    if ax is not None:
+        _check.instance("ax", ax, Axes)
+    for name, text in {**optional, **(required or {})}.items():
+        if not isinstance(text, str) and not (text is None and name in optional):
+            allowed = "a str or None" if name in optional else "a str"
+            raise TypeError(f"{name} must be {allowed}, got {type(text).__name__}: {text!r}")
+
+
+def _check_legend_location(name: str, location) -> None:
+    """A location Matplotlib's ``legend(loc=...)`` takes: a name such as "best", or a point (x, y)."""
+    from matplotlib.legend import Legend
+
+    point = isinstance(location, tuple) and len(location) == 2 and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) for v in location)
+    if not point and not (isinstance(location, str) and location in Legend.codes):
+        raise ValueError(f"{name} must be one of {tuple(Legend.codes)} or a point (x, y) in axes "
+                         f"coordinates, got {location!r}")

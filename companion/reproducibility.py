@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 
+from companion import _validation as check
+
 __all__ = ["seed_everything"]
 
 
@@ -50,8 +52,7 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> None:
         raise TypeError(f"seed must be an int, got {type(seed).__name__}: {seed!r}")
     if not 0 <= int(seed) < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
-    if not isinstance(deterministic, bool):
-        raise TypeError(f"deterministic must be a bool, got {type(deterministic).__name__}")
+    deterministic = check.boolean("deterministic", deterministic)
     seed = int(seed)
     _quiet_frameworks()
     os.environ["PYTHONHASHSEED"] = str(seed)

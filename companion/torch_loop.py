@@ -58,9 +58,9 @@ def train(model, x, y, *, loss_fn, optimizer, batch_size: int, epochs: int, metr
     require("torch")
     import torch
 
-    x, y, metrics = _check_arguments(model, x, y, loss_fn, optimizer, metrics, penalty,
-                                     batch_size, epochs, shuffle, seed,
-                                     accumulation_steps)
+    x, y, metrics, batch_size, accumulation_steps = _check_arguments(
+        model, x, y, loss_fn, optimizer, metrics, penalty, batch_size, epochs, shuffle,
+        seed, accumulation_steps)
     log = TrainingLog(keys=("loss", *(metric.name for metric in metrics)))
     rng = np.random.default_rng(seed)
     for epoch in range(epochs):
@@ -118,13 +118,14 @@ def train(model, x, y, *, loss_fn, optimizer, batch_size: int, epochs: int, metr
 
 def _check_arguments(model, x, y, loss_fn, optimizer, metrics, penalty, batch_size, epochs, shuffle,
                      seed, accumulation_steps):
-    """Refuse bad arguments by name; return ``x`` and ``y`` as tensors and the metric objects."""
+    """Refuse bad arguments by name; return ``x`` and ``y`` as tensors, the metric objects, and
+    the two sizes as Python ints (a NumPy int32 product could overflow)."""
     device, dtype = check.torch_training(model, loss_fn, optimizer, penalty)
-    check.positive_int("batch_size", batch_size)
+    batch_size = check.positive_int("batch_size", batch_size)
     check.non_negative_int("epochs", epochs)
     check.boolean("shuffle", shuffle)
     check.optional_seed("seed", seed)
-    check.positive_int("accumulation_steps", accumulation_steps)
+    accumulation_steps = check.positive_int("accumulation_steps", accumulation_steps)
     metrics = [_as_metric(metric) for metric in check.sequence("metrics", metrics)]
     check.distinct_names("metrics", [metric.name for metric in metrics])
     # The data go where the trainable weights are, in their float type (float32 unless the
@@ -132,7 +133,7 @@ def _check_arguments(model, x, y, loss_fn, optimizer, metrics, penalty, batch_si
     x = check.torch_tensor("x", x, device=device, float_dtype=dtype)
     y = check.torch_tensor("y", y, device=device, float_dtype=dtype, length=len(x))
     check.torch_prediction_shape(model, loss_fn, x, y)
-    return x, y, metrics
+    return x, y, metrics, batch_size, accumulation_steps
 
 
 class _CallableMetric(Mean):

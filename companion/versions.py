@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
+from companion import _validation as check
+
 __all__ = ["MINIMUM_VERSIONS", "require"]
 
 # Keras 3.2: the first release whose fit() weights each batch loss by the batch size (3.0 and
@@ -51,6 +53,9 @@ def require(package: str, *, version: str | None = None) -> None:
 
     ``version`` overrides the installed version (for tests and diagnostics).
     """
+    check.choice("package", package, tuple(MINIMUM_VERSIONS))
+    if version is not None and not isinstance(version, str):
+        raise TypeError(f"version must be a str such as '2.16.1', got {type(version).__name__}: {version!r}")
     found = version if version is not None else _installed_version(package)
     minimum = MINIMUM_VERSIONS[package]
     if found is None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import BAD_INPUT_SETTINGS, assert_rejected, not_a_positive_int
+from conftest import (BAD_INPUT_SETTINGS, INPUT_SETTINGS, Expect, assert_rejected, classify, not_a_positive_int,
+                      numbers_valid_and_invalid)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,3 +36,20 @@ def test_batches_reject_bad_sizes_and_cover_every_sample_once(num_samples, batch
     batches = [list(range(num_samples))[b] for b in batching.batches(num_samples, batch_size)]
     assert [i for batch in batches for i in batch] == list(range(num_samples))
     assert all(len(b) == batch_size for b in batches[:-1]) and 1 <= len(batches[-1]) <= batch_size
+
+
+# --- every input, valid or not (issue 15) -----------------------------------------------------------
+
+
+@INPUT_SETTINGS
+@given(num_samples=numbers_valid_and_invalid(10, huge=10**5), batch_size=numbers_valid_and_invalid(4, huge=2**40))
+def test_inputs_batches(num_samples, batch_size):
+    def expected():
+        e = Expect()
+        n, b = e.count("num_samples", num_samples), e.count("batch_size", batch_size)
+        e.done()
+        return [(start, min(start + b, n)) for start in range(0, n, b)]
+
+    classify("batching.batches", lambda: batching.batches(num_samples.value, batch_size.value), expected,
+             agree=lambda result, want: [(s.start, s.stop) for s in result] == want
+             and all(type(s.start) is int and type(s.stop) is int for s in result))

@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 import pytest
-from conftest import BAD_INPUT_SETTINGS, array_cases, assert_rejected, not_a_fraction, not_a_positive_int
+from conftest import (BAD_INPUT_SETTINGS, INPUT_SETTINGS, Case, Expect, array_cases, arrays_valid_and_invalid,
+                      assert_rejected, classify, close, not_a_fraction, not_a_positive_int, numbers_valid_and_invalid)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -294,3 +295,132 @@ def test_batch_accuracy_distribution_of_large_batches_does_not_overflow():
         p = batch_accuracy_distribution(0.9, 2048, population=population)
         assert np.isfinite(p).all() and abs(p.sum() - 1) < 1e-9
         assert abs(np.argmax(p) / 2048 - 0.9) < 1e-3
+
+
+# ---------------------------------------------------------------- every input, valid or not
+# (issue 15: each outcome is a clear error naming the argument, or the float64 reference's result)
+
+
+@st.composite
+def labels_and_scores(draw, probabilities=False):
+    labels, logits = draw(labelled_logits(max_samples=6, max_classes=4))
+    scores = softmax(logits) if probabilities else logits
+    return draw(arrays_valid_and_invalid(labels)), draw(arrays_valid_and_invalid(scores))
+
+
+def _reference_labels_and_scores(e, y_true, scores, name):
+    """The checks every calibration function shares: (N,) labels of (N, C >= 2) scores."""
+    values, labels = e.array(name, scores, ndim=(2,)), e.labels("y_true", y_true)
+    e.done()
+    e.need(values.shape[1] >= 2, name)
+    e.need(len(labels) == len(values), "y_true")
+    e.done()
+    e.need(labels.max() < values.shape[1], "y_true")
+    e.done()
+    return labels, values
+
+
+@INPUT_SETTINGS
+@given(cases=labels_and_scores())
+def test_inputs_margins(cases):
+    y_true, scores = cases
+
+    def expected():
+        labels, values = _reference_labels_and_scores(Expect(), y_true, scores, "scores")
+        rows = np.arange(len(labels))
+        others = np.where(np.arange(values.shape[1]) == labels[:, None], -np.inf, values)
+        return values[rows, labels] - others.max(axis=1)
+
+    classify("calibration.margins", lambda: margins(y_true.value, scores.value), expected)
+
+
+@INPUT_SETTINGS
+@given(cases=labels_and_scores())
+def test_inputs_cross_entropy(cases):
+    y_true, logits = cases
+
+    def expected():
+        labels, values = _reference_labels_and_scores(Expect(), y_true, logits, "logits")
+        top = values.max(axis=1)
+        return top + np.log(np.exp(values - top[:, None]).sum(axis=1)) - values[np.arange(len(labels)), labels]
+
+    classify("calibration.cross_entropy", lambda: cross_entropy(y_true.value, logits.value), expected,
+             agree=lambda result, want: close(result, want, rtol=1e-12, atol=1e-12))
+
+
+def _reference_diagram(y_true, probabilities, num_bins):
+    """(edges, confidence, accuracy, count) by direct comparisons with each bin's two edges."""
+    e = Expect()
+    bins = e.count("num_bins", num_bins)
+    labels, values = _reference_labels_and_scores(e, y_true, probabilities, "probabilities")
+    e.need(((values >= 0) & (values <= 1)).all(), "probabilities")
+    # A softmax row sums to 1 within about one unit of its float type's precision.
+    tolerance = max(1e-4, 4 * probabilities.eps)
+    e.need(np.abs(values.sum(axis=1) - 1).max() <= tolerance, "probabilities")
+    e.done()
+    edges = np.linspace(0, 1, bins + 1)
+    confidence, correct = values.max(axis=1), values.argmax(axis=1) == labels
+    members = [(confidence > lo) & (confidence <= hi) | ((b == 0) & (confidence <= hi))
+               for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
+    count = np.array([m.sum() for m in members])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (edges, np.array([confidence[m].sum() for m in members]) / count,
+                np.array([correct[m].sum() for m in members]) / count, count)
+
+
+def _diagram_fields(diagram):
+    return diagram.bin_edges, diagram.confidence, diagram.accuracy, diagram.count
+
+
+@INPUT_SETTINGS
+@given(cases=labels_and_scores(probabilities=True), num_bins=numbers_valid_and_invalid(5, huge=10**5))
+def test_inputs_reliability_diagram(cases, num_bins):
+    y_true, probabilities = cases
+    classify("calibration.reliability_diagram",
+             lambda: _diagram_fields(reliability_diagram(y_true.value, probabilities.value, num_bins=num_bins.value)),
+             lambda: _reference_diagram(y_true, probabilities, num_bins))
+
+
+@INPUT_SETTINGS
+@given(cases=labels_and_scores(probabilities=True), num_bins=numbers_valid_and_invalid(5, huge=10**5))
+def test_inputs_expected_calibration_error(cases, num_bins):
+    y_true, probabilities = cases
+
+    def expected():
+        _, confidence, accuracy, count = _reference_diagram(y_true, probabilities, num_bins)
+        filled = count > 0
+        return np.sum(count[filled] * np.abs(confidence - accuracy)[filled]) / count.sum()
+
+    classify("calibration.expected_calibration_error",
+             lambda: expected_calibration_error(y_true.value, probabilities.value, num_bins=num_bins.value),
+             expected, agree=lambda result, want: type(result) is float and close(result, want))
+
+
+def test_a_float16_softmax_row_is_a_probability_row():
+    # Rounded to float16 (precision 2**-10), a softmax row sums to 1 only within about 2**-10.
+    row = np.array([[0.5, 0.49973]], dtype=np.float16)
+    assert abs(float(row.astype(np.float64).sum()) - 1) > 1e-4
+    assert reliability_diagram([0], row, num_bins=2).count.tolist() == [1, 0]  # 0.5 is in (0, 0.5]
+    with pytest.raises(ValueError, match="rows that sum to 1"):  # float64 rows are held to 1e-4
+        reliability_diagram([0], row.astype(np.float64), num_bins=2)
+
+
+@INPUT_SETTINGS
+@given(accuracy=numbers_valid_and_invalid(0.75), batch_size=numbers_valid_and_invalid(6, huge=10**4),
+       population=st.one_of(st.just(Case(None, "None")), numbers_valid_and_invalid(12, huge=10**5)))
+def test_inputs_batch_accuracy_distribution(accuracy, batch_size, population):
+    from scipy import stats
+
+    def expected():
+        e = Expect()
+        p, b = e.number("accuracy", accuracy, low=0, high=1), e.count("batch_size", batch_size)
+        n = e.count("population", population, optional=True)
+        e.done()
+        e.need(n is None or n >= b, "population")
+        e.done()
+        k = np.arange(b + 1)
+        return stats.binom.pmf(k, b, p) if n is None else stats.hypergeom.pmf(k, n, round(p * n), b)
+
+    classify("calibration.batch_accuracy_distribution",
+             lambda: batch_accuracy_distribution(accuracy.value, batch_size.value, population=population.value),
+             expected, agree=lambda result, want: close(result, want, rtol=1e-7, atol=1e-12))

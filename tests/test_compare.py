@@ -6,9 +6,11 @@ import math
 
 import numpy as np
 import pytest
-from conftest import BAD_INPUT_SETTINGS, assert_rejected, poisoned
+from conftest import (BAD_INPUT_SETTINGS, INPUT_SETTINGS, Expect, arrays_valid_and_invalid, assert_rejected, classify,
+                      close, numbers_valid_and_invalid, poisoned)
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from companion import compare
 
@@ -30,8 +32,9 @@ def test_max_relative_difference_and_its_description():
         compare.max_relative_difference([math.nan], [1.0])
     with pytest.raises(ValueError, match="difference"):
         compare.describe_difference(-1.0)
-    with pytest.raises(TypeError, match="difference must be a number"):
+    with pytest.raises(TypeError, match="difference must be a finite number >= 0, got str"):
         compare.describe_difference("1e-7")
+    assert compare.describe_difference(np.int64(0)) == "zero (bit-identical)"
 
 
 @BAD_INPUT_SETTINGS
@@ -45,3 +48,50 @@ def test_max_relative_difference_rejects_bad_arrays(case):
     name, value = case
     a, b = (value, np.ones(5)) if name == "a" else (np.ones(5), value)
     assert_rejected(lambda: compare.max_relative_difference(a, b), name)
+
+
+# --- every input, valid or not (issue 15) -----------------------------------------------------------
+
+
+@st.composite
+def two_runs(draw):
+    a = draw(arrays(np.float64, draw(st.sampled_from([(3,), (2, 2)])), elements=st.floats(-4, 4)))
+    b = a + draw(arrays(np.float64, a.shape, elements=st.floats(-1e-3, 1e-3)))
+    return draw(arrays_valid_and_invalid(a)), draw(arrays_valid_and_invalid(b)), draw(st.booleans())
+
+
+@INPUT_SETTINGS
+@given(cases=two_runs())
+def test_inputs_max_relative_difference(cases):
+    a, b, as_histories = cases
+
+    def expected():
+        e = Expect()
+        x, y = e.array("a", a, ndim=range(1, 9)), e.array("b", b, ndim=range(1, 9))
+        e.done()
+        e.need(x.shape == y.shape, "a", "b")
+        e.done()
+        with np.errstate(over="ignore"):
+            return np.max(np.abs(x - y) / np.where(x == 0, 1.0, np.abs(x)))
+
+    if as_histories:  # dicts of series are compared key by key, with the same checks
+        call = lambda: compare.max_relative_difference({"loss": a.value}, {"loss": b.value})  # noqa: E731
+    else:
+        call = lambda: compare.max_relative_difference(a.value, b.value)  # noqa: E731
+    classify("compare.max_relative_difference", call, expected,
+             agree=lambda result, want: type(result) is float and close(result, want))
+
+
+@INPUT_SETTINGS
+@given(difference=st.one_of(numbers_valid_and_invalid(2.5e-7), numbers_valid_and_invalid(0.031)))
+def test_inputs_describe_difference(difference):
+    def expected():
+        e = Expect()
+        d = e.number("difference", difference, low=0)
+        e.done()
+        if d == 0:
+            return "zero (bit-identical)"
+        return f"{d:.3g}" if d >= 1e-3 else f"at most 1e-{-math.ceil(math.log10(d)):02d}"
+
+    classify("compare.describe_difference", lambda: compare.describe_difference(difference.value), expected,
+             agree=lambda result, want: result == want)

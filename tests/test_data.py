@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
-from conftest import BAD_INPUT_SETTINGS, assert_rejected, not_a_fraction
+from conftest import (BAD_INPUT_SETTINGS, SLOW_INPUT_SETTINGS, Expect, assert_rejected, classify, not_a_fraction,
+                      numbers_valid_and_invalid)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -82,3 +85,49 @@ def test_digits_split_rejects_bad_arguments(name, value):
     if name == "seed" and isinstance(value, float) and value.is_integer() and value >= 0:
         return
     assert_rejected(lambda: load_digits_split(**{name: value}), name)
+
+
+# --- every input, valid or not (issue 15) -----------------------------------------------------------
+
+
+@SLOW_INPUT_SETTINGS
+@given(standardize=st.one_of(numbers_valid_and_invalid(True), numbers_valid_and_invalid(False)))
+def test_inputs_load_diabetes(standardize):
+    def expected():
+        e = Expect()
+        flag = e.flag("standardize", standardize)
+        e.done()
+        return flag
+
+    def agree(result, flag):
+        x, y = result
+        shaped = x.shape == (442, 10) and y.shape == (442, 1) and x.dtype == y.dtype == np.float32
+        return shaped and (abs(float(y.mean())) < 1e-6 and abs(float(y.std()) - 1) < 1e-5) == flag
+
+    classify("data.load_diabetes", lambda: data.load_diabetes(standardize=standardize.value), expected, agree=agree)
+
+
+@functools.cache
+def _unique_digits():
+    split = load_digits_split()
+    return np.unique(np.concatenate([split.x_train, split.x_val]), axis=0)
+
+
+@SLOW_INPUT_SETTINGS
+@given(fraction=numbers_valid_and_invalid(0.25), seed=numbers_valid_and_invalid(3))
+def test_inputs_load_digits_split(fraction, seed):
+    def expected():
+        e = Expect()
+        f, s = e.number("validation_fraction", fraction, low=0, high=1), e.count("seed", seed, minimum=0)
+        e.need(f not in (0.0, 1.0), "validation_fraction")
+        e.done()
+        return min(max(round(f * 1797), 1), 1796)
+
+    def agree(split, num_val):  # num_val images for validation, the others for training: all of them
+        everything = np.concatenate([split.x_train, split.x_val])
+        return (len(split.x_val) == len(split.y_val) == num_val and len(everything) == 1797
+                and split.x_train.dtype == np.float32 and split.y_train.dtype == np.int64
+                and np.array_equal(np.unique(everything, axis=0), _unique_digits()))
+
+    classify("data.load_digits_split",
+             lambda: load_digits_split(validation_fraction=fraction.value, seed=seed.value), expected, agree=agree)

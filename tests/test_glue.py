@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 
 import pytest
+from conftest import INPUT_SETTINGS, Expect, classify, numbers_valid_and_invalid, objects_valid_and_invalid
+from hypothesis import given
+from hypothesis import strategies as st
 
 from companion.glue import glue
 
@@ -22,3 +25,23 @@ def test_without_myst_nb_the_value_is_shown_only_when_asked(monkeypatch, capsys)
     assert capsys.readouterr().out == ""
     glue("shown", 2.5, display=True)
     assert capsys.readouterr().out.strip() == "2.5"
+
+
+# --- every input, valid or not (issue 15) -----------------------------------------------------------
+
+NAMES = objects_valid_and_invalid(valid={"identifier": "mse_gap", "underscore": "_x1"},
+                                  invalid={"space": "a b", "empty": "", "digit first": "1a", "int": 3, "None": None,
+                                           "bytes": b"abc"})
+
+
+@INPUT_SETTINGS
+@given(name=NAMES, display=st.one_of(numbers_valid_and_invalid(False), numbers_valid_and_invalid(True)))
+def test_inputs_glue(name, display, capsys):
+    def expected():
+        e = Expect()
+        e.object("name", name), e.flag("display", display)
+        e.done()
+
+    classify("glue.glue", lambda: glue(name.value, 0.25, display=display.value), expected,
+             agree=lambda result, want: result is None)
+    capsys.readouterr()

@@ -1,8 +1,11 @@
 """companion.gradients: per-example and batch gradients agree, in each framework and across them."""
 
+import functools
+
 import numpy as np
 import pytest
-from conftest import BAD_INPUT_SETTINGS, assert_rejected, bad_data_cases
+from conftest import (BAD_INPUT_SETTINGS, INPUT_SETTINGS, Case, Expect, arrays_valid_and_invalid,
+                      assert_rejected, at_most_one_broken, bad_data_cases, classify, objects_valid_and_invalid)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -149,9 +152,9 @@ def test_flatten_and_gradient_difference():
 @pytest.mark.parametrize(
     "a, b, error, match",
     [
-        (np.ones(3), [np.ones(3)], TypeError, "gradients must be a list of arrays"),
+        (np.ones(3), [np.ones(3)], TypeError, "a must be a list of arrays"),
         ([], [np.ones(3)], ValueError, "at least one array"),
-        ([np.array(["x"])], [np.ones(1)], TypeError, r"gradients\[0\] must be a numeric array"),
+        ([np.array(["x"])], [np.ones(1)], TypeError, r"a\[0\] must be a numeric array"),
         ([np.ones(3)], [np.ones(4)], ValueError, "same number of entries"),
         ([np.zeros(3)], [np.ones(3)], ValueError, "must not be all zeros"),
     ],
@@ -195,3 +198,204 @@ def test_gradient_functions_reject_bad_keywords(twins, name, value):
     if name == "reduction":
         assert_rejected(lambda: gradients.tf_batch_gradients(keras_model, X[:8], Y[:8], loss_fn=MSE_KERAS,
                                                              reduction=value), name)
+
+
+# ---------------------------------------------------------------- every input, valid or not (issue 15)
+#
+# The models are linear, y = x w + b, so the float64 reference is a formula: the loss of example i
+# is mean_j (p_i - y_ij)**2 over its targets, whose gradient is 2 r_i x_i for w and 2 r_i for b,
+# with r_i = mean_j (p_i - y_ij).
+
+DATA_X = np.random.default_rng(1).uniform(-2, 2, size=(4, 3))
+DATA_Y = np.random.default_rng(2).uniform(-2, 2, size=(4, 1))
+
+
+@functools.cache
+def _linear_models():
+    """Linear models of 3 inputs with the same weights, by framework and name."""
+    keras_model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    kernel, bias = (np.asarray(v) for v in keras_model.get_weights())
+    torch_models = {"linear": torch.nn.Linear(3, 1), "dropout, in train mode": torch.nn.Sequential(
+        torch.nn.Linear(3, 1), torch.nn.Dropout(0.5)), "float64": torch.nn.Linear(3, 1).double()}
+    for model in torch_models.values():
+        linear = model if isinstance(model, torch.nn.Linear) else model[0]
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(kernel.T.copy()))
+            linear.bias.copy_(torch.from_numpy(bias.copy()))
+    frozen = torch.nn.Linear(3, 1).requires_grad_(False)
+    unbuilt = keras.Sequential([keras.layers.Dense(1)])
+    return {
+        "tf": objects_valid_and_invalid(valid={"linear": keras_model},
+                                        invalid={"unbuilt": unbuilt, "None": None, "a torch model": torch_models["linear"]}),
+        "torch": objects_valid_and_invalid(valid=torch_models, invalid={"frozen": frozen, "None": None,
+                                                                        "a keras model": keras_model}),
+    }, kernel.astype(np.float64), bias.astype(np.float64)
+
+
+def _reference_gradients(e, x, y, framework, dtype=np.float32):
+    """Per-example gradients (kernel (N, 3, 1), bias (N, 1)) of the linear model computing in
+    ``dtype``, or Invalid."""
+    _, kernel, bias = _linear_models()
+    xs, ys = e.array("x", x, ndim=(2,)), e.array("y", y, ndim=range(1, 9))
+    e.done()
+    e.need(xs.shape[1] == 3, "x")
+    e.need(len(ys) == len(xs), "y")
+    if framework == "torch":  # data as floats, targets shaped like the (N, 1) prediction of MSELoss
+        e.need(x.dtype.kind == "f", "x")
+        e.need(ys.shape[1:] == (1,), "y")
+    e.need(np.abs(xs).max() <= np.finfo(dtype).max, "x")  # the data must fit the model's float type
+    e.need(np.abs(ys).max() <= np.finfo(dtype).max, "y")
+    e.done()
+    xs, ys = xs.astype(dtype).astype(np.float64), ys.astype(dtype).astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge data: the gradients overflow to inf
+        residual = (xs @ kernel + bias - ys.reshape(len(ys), -1)).mean(axis=1)
+        return [2 * residual[:, None, None] * xs[:, :, None], 2 * residual[:, None]]
+
+
+def _gradients_close(result, want):
+    """Lists of arrays of equal shapes, equal to float32 rounding (inf or NaN where the reference
+    overflows: which one depends on the order of the sums)."""
+    def one(r, w):
+        finite = np.isfinite(w)
+        scale = np.max(np.abs(w[finite]), initial=0)
+        return r.shape == w.shape and not np.isfinite(r[~finite]).any() and (
+            np.max(np.abs(r[finite] - w[finite]), initial=0) <= 1e-4 * scale + 1e-5)
+
+    return len(result) == len(want) and all(one(r, w) for r, w in zip(result, want))
+
+
+def _data_cases(tensorflow=False):
+    return {"x": arrays_valid_and_invalid(DATA_X, tensorflow=tensorflow),
+            "y": arrays_valid_and_invalid(DATA_Y, tensorflow=tensorflow)}
+
+
+TF_LOSSES = objects_valid_and_invalid(
+    valid={"mean_squared_error": MSE_KERAS, "MeanSquaredError(reduction=None)": keras.losses.MeanSquaredError(reduction=None)},
+    invalid={"reduces the batch": keras.losses.MeanSquaredError(), "None": None, "a str": "mse"})
+TORCH_LOSSES = objects_valid_and_invalid(valid={"MSELoss(reduction='none')": MSE_TORCH},
+                                         invalid={"reduces the batch": torch.nn.MSELoss(), "None": None, "a str": "mse"})
+REDUCTIONS = objects_valid_and_invalid(valid={"mean": "mean", "sum": "sum"}, invalid={"Mean": "Mean", "None": None})
+LAYOUTS = objects_valid_and_invalid(valid={"torch": "torch", "keras": "keras"}, invalid={"tf": "tf", "1": 1})
+
+
+def _per_example_in(layout, gradients_):
+    """Reference gradients (Keras layout) in the layout asked for."""
+    kernel, bias = gradients_
+    return [kernel if layout == "keras" else np.swapaxes(kernel, 1, 2), bias]
+
+
+@INPUT_SETTINGS
+@given(data=st.data(), batch=st.booleans())
+def test_inputs_tf_gradients(data, batch):
+    cases = data.draw(at_most_one_broken(model=_linear_models()[0]["tf"], loss_fn=TF_LOSSES,
+                                         reduction=REDUCTIONS, **_data_cases(tensorflow=True)))
+    model, loss_fn, reduction, x, y = (cases[k] for k in ("model", "loss_fn", "reduction", "x", "y"))
+
+    def expected():
+        e = Expect()
+        e.object("model", model), e.object("loss_fn", loss_fn)
+        if batch:
+            e.object("reduction", reduction)
+        e.done()
+        kernel, bias = _reference_gradients(e, x, y, "tf")
+        reduce = np.mean if not batch or reduction.value == "mean" else np.sum
+        with np.errstate(invalid="ignore"):  # inf - inf, where huge data overflowed
+            return [kernel, bias] if not batch else [reduce(kernel, axis=0), reduce(bias, axis=0)]
+
+    if batch:
+        call = lambda: gradients.tf_batch_gradients(model.value, x.value, y.value, loss_fn=loss_fn.value,  # noqa: E731
+                                                    reduction=reduction.value)
+    else:
+        call = lambda: gradients.tf_per_example_gradients(model.value, x.value, y.value, loss_fn=loss_fn.value)  # noqa: E731
+    classify(f"gradients.tf_{'batch' if batch else 'per_example'}_gradients", call, expected, agree=_gradients_close)
+
+
+@INPUT_SETTINGS
+@given(data=st.data(), batch=st.booleans())
+def test_inputs_torch_gradients(data, batch):
+    cases = data.draw(at_most_one_broken(model=_linear_models()[0]["torch"], loss_fn=TORCH_LOSSES,
+                                         reduction=REDUCTIONS, layout=LAYOUTS, **_data_cases()))
+    model, loss_fn, reduction, layout, x, y = (cases[k] for k in ("model", "loss_fn", "reduction", "layout", "x", "y"))
+    was_training = getattr(model.value, "training", None)
+
+    def expected():
+        e = Expect()
+        e.object("model", model), e.object("loss_fn", loss_fn), e.object("layout", layout)
+        if batch:
+            e.object("reduction", reduction)
+        e.done()
+        dtype = np.float64 if model.kind == "valid: float64" else np.float32
+        kernel, bias = _per_example_in(layout.value, _reference_gradients(e, x, y, "torch", dtype))
+        reduce = np.mean if not batch or reduction.value == "mean" else np.sum
+        with np.errstate(invalid="ignore"):  # inf - inf, where huge data overflowed
+            return [kernel, bias] if not batch else [reduce(kernel, axis=0), reduce(bias, axis=0)]
+
+    if batch:
+        call = lambda: gradients.torch_batch_gradients(model.value, x.value, y.value, loss_fn=loss_fn.value,  # noqa: E731
+                                                       reduction=reduction.value, layout=layout.value)
+    else:
+        call = lambda: gradients.torch_per_example_gradients(model.value, x.value, y.value,  # noqa: E731
+                                                             loss_fn=loss_fn.value, layout=layout.value)
+    classify(f"gradients.torch_{'batch' if batch else 'per_example'}_gradients", call, expected,
+             agree=_gradients_close)
+    assert getattr(model.value, "training", None) == was_training, "the model's mode was not restored"
+
+
+@st.composite
+def gradient_lists(draw):
+    """A Case of a list of gradient arrays (one array of the list drawn valid or not), or not a list."""
+    shape = draw(st.sampled_from(["list", "list", "list", "tuple", "array", "empty", "None"]))
+    first, second = draw(arrays_valid_and_invalid(DATA_X)), draw(arrays_valid_and_invalid(DATA_Y[:, 0]))
+    value = {"list": [first.value, second.value], "tuple": (first.value, second.value), "array": DATA_X, "empty": [],
+             "None": None}[shape]
+    good = shape in ("list", "tuple") and first.reference is not None and second.reference is not None
+    return Case(value, f"{shape} of {first.kind}, {second.kind}" if shape in ("list", "tuple") else shape,
+                np.concatenate([first.reference.ravel(), second.reference.ravel()]).astype(np.float64) if good else None)
+
+
+@INPUT_SETTINGS
+@given(case=gradient_lists())
+def test_inputs_flatten(case):
+    def expected():  # NaN and inf are kept: a diverged gradient is still a gradient
+        e = Expect()
+        e.need(case.reference is not None, "gradients")
+        e.done()
+        return case.reference
+
+    classify("gradients.flatten", lambda: gradients.flatten(case.value), expected,
+             agree=lambda result, want: result.dtype == np.float64 and np.array_equal(result, want, equal_nan=True))
+
+
+@INPUT_SETTINGS
+@given(a=gradient_lists(), b=gradient_lists())
+def test_inputs_gradient_difference(a, b):
+    def expected():
+        e = Expect()
+        for name, case in (("a", a), ("b", b)):
+            e.need(case.reference is not None and np.isfinite(case.reference).all(), name)
+        e.done()
+        e.need(a.reference.size, "a"), e.need(b.reference.size, "b")
+        e.done()
+        e.need(a.reference.shape == b.reference.shape, "a", "b")
+        e.need(np.abs(a.reference).max() > 0, "a")
+        e.done()
+        with np.errstate(over="ignore"):
+            return np.max(np.abs(a.reference - b.reference)) / np.max(np.abs(a.reference))
+
+    classify("gradients.gradient_difference", lambda: gradients.gradient_difference(a.value, b.value), expected,
+             agree=lambda result, want: type(result) is float and np.isclose(result, want, rtol=1e-12))
+
+
+def test_dropout_runs_in_eval_mode_and_the_mode_is_restored():
+    # vmap refuses the random draw of a dropout mask; eval mode draws none, as training=False in TF.
+    model = torch.nn.Sequential(torch.nn.Linear(10, 1), torch.nn.Dropout(0.5))
+    per_example = gradients.torch_per_example_gradients(model, X[:8], Y[:8], loss_fn=MSE_TORCH)
+    batch = gradients.torch_batch_gradients(model, X[:8], Y[:8], loss_fn=MSE_TORCH)
+    assert gradients.gradient_difference(batch, [g.mean(axis=0) for g in per_example]) < 1e-6
+    assert model.training
+
+
+def test_integer_x_for_a_float_model_is_refused_by_name():
+    with pytest.raises(TypeError, match=r"x has dtype torch.int64 and shape \(4, 10\), which the model cannot take"):
+        gradients.torch_per_example_gradients(torch.nn.Linear(10, 1), X[:4].astype(np.int64), Y[:4],
+                                              loss_fn=MSE_TORCH)

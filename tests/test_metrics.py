@@ -10,7 +10,8 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import BAD_INPUT_SETTINGS, array_cases
+from conftest import (BAD_INPUT_SETTINGS, INPUT_SETTINGS, Case, Expect, array_cases, arrays_valid_and_invalid, classify,
+                      close, numbers_valid_and_invalid)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -567,3 +568,167 @@ def test_labels_beyond_exact_integers_are_refused():
     # 1e30 as an int64 label would wrap around to a negative class; it is refused instead.
     with pytest.raises(ValueError, match="y_true must hold class indices"):
         Accuracy().update(np.array([1e30, 0.0]), [[0.1, 0.9], [0.9, 0.1]])
+
+
+# ---------------------------------------------------------------- every input, valid or not
+# (issue 15: each outcome is a clear error naming the argument, or the float64 reference's result)
+
+
+def _weighted(e, per_sample, weight):
+    """(total, count) of per-sample values and a weight case, or Invalid naming the culprit."""
+    w = e.array("sample_weight", weight, optional=True)
+    e.done()
+    if w is not None:
+        e.need(w.shape in ((len(per_sample),), (len(per_sample), 1)) and (w >= 0).all(), "sample_weight")
+        e.done()
+        w = w.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.sum(per_sample * (1.0 if w is None else w))
+        count = float(len(per_sample) if w is None else np.sum(w))
+    e.need(np.isfinite(total) and np.isfinite(count), "values", "y_true", "y_pred", "sample_weight")
+    e.done()
+    return total, count
+
+
+def _state(metric):
+    return metric.total, metric.count
+
+
+@st.composite
+def values_and_weights(draw):
+    shape = draw(st.sampled_from([(), (3,), (4, 2)]))
+    values = draw(arrays(np.float64, shape, elements=st.floats(-10, 10)))
+    weights = draw(arrays(np.float64, shape[:1] or (1,), elements=st.floats(0, 5)))
+    return (draw(arrays_valid_and_invalid(values)),
+            draw(st.one_of(st.just(Case(None, "None")), arrays_valid_and_invalid(weights))))
+
+
+@INPUT_SETTINGS
+@given(cases=values_and_weights())
+def test_inputs_mean_update(cases):
+    values, weight = cases
+    metric = Mean()
+
+    def expected():
+        e = Expect()
+        v, w = e.array("values", values), e.array("sample_weight", weight, optional=True)
+        e.done()
+        if v.ndim == 0:  # one value: one weight, of any shape of size 1
+            e.need(w is None or w.size == 1, "sample_weight")
+            e.done()
+            return _weighted(e, v.reshape(1), weight if w is None else Case(w, "", w.reshape(1)))
+        return _weighted(e, v.reshape(len(v), -1).mean(axis=1), weight)
+
+    classify("metrics.Mean.update", lambda: (metric.update(values.value, sample_weight=weight.value),
+                                             _state(metric))[1], expected, agree=functools.partial(close, rtol=1e-12))
+
+
+@st.composite
+def targets_and_predictions(draw):
+    shape = draw(st.sampled_from([(3,), (4, 1), (2, 3)]))
+    y_true = draw(arrays(np.float64, shape, elements=st.floats(-10, 10)))
+    y_pred = draw(arrays(np.float64, shape, elements=st.floats(-10, 10)))
+    weights = draw(arrays(np.float64, shape[:1], elements=st.floats(0, 5)))
+    return (draw(arrays_valid_and_invalid(y_true)), draw(arrays_valid_and_invalid(y_pred)),
+            draw(st.one_of(st.just(Case(None, "None")), arrays_valid_and_invalid(weights))))
+
+
+@INPUT_SETTINGS
+@given(cases=targets_and_predictions())
+def test_inputs_mean_squared_error_update(cases):
+    y_true, y_pred, weight = cases
+    metric = MeanSquaredError()
+
+    def expected():
+        e = Expect()
+        t, p = e.array("y_true", y_true, ndim=range(1, 9)), e.array("y_pred", y_pred, ndim=range(1, 9))
+        e.done()
+        if t.ndim == p.ndim + 1 and t.shape[-1] == 1:  # (N,) and (N, 1) agree; nothing else differs
+            t = t[..., 0]
+        elif p.ndim == t.ndim + 1 and p.shape[-1] == 1:
+            p = p[..., 0]
+        e.need(t.shape == p.shape, "y_true", "y_pred")
+        e.done()
+        with np.errstate(over="ignore"):
+            return _weighted(e, np.square(t - p).reshape(len(t), -1).mean(axis=1), weight)
+
+    classify("metrics.MeanSquaredError.update",
+             lambda: (metric.update(y_true.value, y_pred.value, sample_weight=weight.value), _state(metric))[1],
+             expected, agree=functools.partial(close, rtol=1e-12))
+
+
+@st.composite
+def labels_and_predictions(draw):
+    n, classes = draw(st.integers(1, 5)), draw(st.integers(2, 4))
+    form = draw(st.sampled_from(["scores", "probabilities", "indices"]))
+    labels = draw(arrays(np.int64, n, elements=st.integers(0, 1 if form == "probabilities" else classes - 1)))
+    if form == "scores":
+        predictions = draw(arrays(np.float64, (n, classes), elements=st.floats(-5, 5)))
+    elif form == "probabilities":
+        predictions = draw(arrays(np.float64, n, elements=st.floats(0, 1)))
+    else:
+        predictions = draw(arrays(np.int64, n, elements=st.integers(0, classes - 1)))
+    weights = draw(arrays(np.float64, n, elements=st.floats(0, 5)))
+    return (draw(arrays_valid_and_invalid(labels)), draw(arrays_valid_and_invalid(predictions)),
+            draw(st.one_of(st.just(Case(None, "None")), arrays_valid_and_invalid(weights))),
+            draw(st.integers(1, 3)), draw(st.sampled_from([0.5, 0.0])))
+
+
+@INPUT_SETTINGS
+@given(cases=labels_and_predictions())
+def test_inputs_accuracy_update(cases):
+    y_true, y_pred, weight, top_k, threshold = cases
+    metric = Accuracy(top_k=top_k, threshold=threshold)
+
+    def expected():
+        e = Expect()
+        labels, p = e.labels("y_true", y_true), e.array("y_pred", y_pred)
+        e.done()
+        e.need(p.ndim in (1, 2) and len(p) == len(labels), "y_pred")
+        e.done()
+        if p.ndim == 2 and p.shape[1] >= 2:  # class scores
+            e.need(top_k <= p.shape[1], "top_k")
+            e.need(labels.max() < p.shape[1], "y_true")
+            e.done()
+            top = np.argsort(-p, axis=1, kind="stable")[:, :top_k]
+            correct = np.any(top == labels[:, None], axis=1)
+        else:
+            e.need(top_k == 1, "top_k")
+            e.need(y_pred.dtype.kind != "f" or labels.max() <= 1, "y_true")
+            e.done()
+            p = p.reshape(-1)
+            correct = p == labels if y_pred.dtype.kind != "f" else (p > threshold) == labels
+        return _weighted(e, correct.astype(np.float64), weight)
+
+    classify("metrics.Accuracy.update",
+             lambda: (metric.update(y_true.value, y_pred.value, sample_weight=weight.value), _state(metric))[1],
+             expected, agree=functools.partial(close, rtol=1e-12))
+
+
+@INPUT_SETTINGS
+@given(name=st.one_of(st.just(Case("acc", "as is")), arrays_valid_and_invalid(np.ones(2))),
+       threshold=numbers_valid_and_invalid(0.5), top_k=numbers_valid_and_invalid(2))
+def test_inputs_accuracy_constructor(name, threshold, top_k):
+    def expected():
+        e = Expect()
+        e.need(isinstance(name.value, str) and name.value, "name")
+        settings_ = (e.number("threshold", threshold), e.count("top_k", top_k))
+        e.done()
+        return settings_
+
+    classify("metrics.Accuracy", lambda: (lambda m: (m.threshold, m.top_k))(
+        Accuracy(name.value, threshold=threshold.value, top_k=top_k.value)), expected)
+
+
+def test_long_runs_of_large_values_keep_their_digits():
+    # 10**4 updates of 1e13 + U(0, 1): a plain running float64 sum rounds to multiples of up to
+    # 16 and loses the fractional parts; the compensated sum is as close as np.mean's.
+    values = 1e13 + np.random.default_rng(0).random(10**4)
+    mean, plain = Mean(), 0.0
+    for value in values:
+        mean.update(value)
+        plain += value
+    exact = 1e13 + float(np.mean(values - 1e13))
+    assert abs(plain / len(values) - exact) > 0.1  # what the compensation is for
+    assert abs(mean.result() - exact) < 1e-3, mean.result() - exact
+    assert mean.total == plain  # total itself stays the plain running sum

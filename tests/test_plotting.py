@@ -9,8 +9,9 @@ matplotlib.use("Agg")  # tests draw off-screen; notebooks keep their inline back
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from conftest import (BAD_INPUT_SETTINGS, array_cases, assert_rejected, not_a_fraction,  # noqa: E402
-                      not_a_positive_int, poisoned)
+from conftest import (BAD_INPUT_SETTINGS, INPUT_SETTINGS, Case, Expect, array_cases, arrays_valid_and_invalid,  # noqa: E402
+                      assert_rejected, at_most_one_broken, classify, close, not_a_fraction, not_a_positive_int,
+                      numbers_valid_and_invalid, objects_valid_and_invalid, poisoned)
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -177,3 +178,205 @@ def test_plot_epoch_numbers_rejects_bad_keys_and_evaluations(key, evaluations):
     if evaluations is not None:  # not one finite number per epoch
         assert_rejected(lambda: plot_epoch_numbers(log, "loss", evaluations=evaluations), "evaluations")
     assert_rejected(lambda: plot_epoch_numbers(log.history, "loss"), "log")
+
+
+# ---------------------------------------------------------------- every input, valid or not (issue 15)
+#
+# A figure is correct when it draws the numbers it was given (read back from the Axes) and renders
+# (canvas.draw(), which is where Matplotlib meets NaN, inf and huge values).
+
+TITLES = objects_valid_and_invalid(valid={"None": None, "a str": "A title"}, invalid={"an int": 3, "bytes": b"t"})
+AXES = objects_valid_and_invalid(valid={"None": None, "an Axes": "axes"}, invalid={"a Figure": "figure", "a str": "ax"})
+
+
+def _axes(case):
+    """The Axes (or Figure) a case of AXES stands for, made fresh for each example."""
+    if case.value in ("axes", "figure"):
+        figure, ax = plt.subplots(figsize=(4, 3), dpi=40)
+        return ax if case.value == "axes" else figure
+    return case.value
+
+
+def _drawn(ax, cases):
+    """The Axes, rendered where a case holds huge values: errors that only rendering finds come
+    out here. (Rendering every example would take 0.2 s each.)"""
+    if any(case.kind == "huge" for case in cases.values()):
+        ax.figure.set_size_inches(4, 3)
+        ax.figure.set_dpi(40)
+        ax.figure.canvas.draw()
+    return ax
+
+
+def _common(e, ax, title):
+    e.object("ax", ax), e.object("title", title)
+
+
+@INPUT_SETTINGS
+@given(cases=at_most_one_broken(
+    log=objects_valid_and_invalid(valid={"two epochs": "log"}, invalid={"its history": "history", "None": None}),
+    key=objects_valid_and_invalid(valid={"loss": "loss", "mse": "mse"}, invalid={"other": "acc", "None": None}),
+    evaluations=st.one_of(st.just(Case(None, "valid: None")), arrays_valid_and_invalid(np.array([0.9, 0.8]))),
+    ax=AXES, title=TITLES))
+def test_inputs_plot_epoch_numbers(two_epoch_log, cases):
+    log, key, evaluations, ax, title = cases.values()
+    value = {"log": two_epoch_log, "history": two_epoch_log.history}.get(log.value)
+
+    def expected():
+        e = Expect()
+        e.object("log", log), e.object("key", key), _common(e, ax, title)
+        values = e.array("evaluations", evaluations, ndim=(1,), length=2, optional=True)
+        e.done()
+        return two_epoch_log.series(key.value), values
+
+    def agree(ax, want):
+        batch, evaluations_ = want
+        drawn = [line.get_ydata() for line in ax.lines]
+        return close(drawn[0], batch) and (evaluations_ is None or any(
+            len(y) == 2 and close(y, evaluations_) for y in drawn[1:]))
+
+    try:
+        classify("plotting.plot_epoch_numbers", lambda: _drawn(plot_epoch_numbers(
+            value, key.value, evaluations=evaluations.value, ax=_axes(ax), title=title.value), cases), expected, agree=agree)
+    finally:
+        plt.close("all")
+
+
+@INPUT_SETTINGS
+@given(cases=at_most_one_broken(margins=arrays_valid_and_invalid(np.array([2.0, -1.0, 0.5])),
+                                losses=arrays_valid_and_invalid(np.array([0.2, 1.5, 0.4])),
+                                num_classes=numbers_valid_and_invalid(10, huge=10**6), ax=AXES, title=TITLES))
+def test_inputs_plot_loss_vs_margin(cases):
+    margins, losses, num_classes, ax, title = cases.values()
+
+    def expected():
+        e = Expect()
+        m, loss = e.array("margins", margins, ndim=(1,)), e.array("losses", losses, ndim=(1,))
+        e.count("num_classes", num_classes, minimum=2), _common(e, ax, title)
+        e.done()
+        e.need(len(m) == len(loss), "margins", "losses")
+        e.done()
+        return m, loss
+
+    try:
+        classify("plotting.plot_loss_vs_margin", lambda: _drawn(plot_loss_vs_margin(
+            margins.value, losses.value, num_classes=num_classes.value, ax=_axes(ax), title=title.value), cases), expected,
+            agree=lambda ax, want: close((ax.lines[0].get_xdata(), ax.lines[0].get_ydata()), want))
+    finally:
+        plt.close("all")
+
+
+@INPUT_SETTINGS
+@given(cases=at_most_one_broken(batch_accuracies=arrays_valid_and_invalid(np.array([0.75, 1.0, 0.75, 0.5])),
+                                batch_size=numbers_valid_and_invalid(4, huge=4000),
+                                accuracy=numbers_valid_and_invalid(0.8),
+                                population=st.one_of(st.just(Case(None, "valid: None")),
+                                                     numbers_valid_and_invalid(40, huge=10**5)),
+                                ax=AXES, title=TITLES))
+def test_inputs_plot_batch_accuracy_histogram(cases):
+    values, batch_size, accuracy, population, ax, title = cases.values()
+
+    def expected():
+        e = Expect()
+        v, b = e.array("batch_accuracies", values, ndim=(1,)), e.count("batch_size", batch_size)
+        p, n = e.number("accuracy", accuracy, low=0, high=1), e.count("population", population, optional=True)
+        _common(e, ax, title)
+        e.done()
+        hits = v * b
+        e.need((np.abs(hits - np.round(hits)) <= 1e-6).all() and ((v >= 0) & (v <= 1)).all(), "batch_accuracies")
+        e.need(n is None or n >= b, "population")
+        e.done()
+        return np.bincount(np.round(hits).astype(int), minlength=b + 1), batch_accuracy_distribution(
+            p, b, population=n) * len(v)
+
+    def agree(ax, want):
+        observed, expected_ = want
+        return close([bar.get_height() for bar in ax.patches], observed) and close(ax.lines[0].get_ydata(), expected_)
+
+    try:
+        classify("plotting.plot_batch_accuracy_histogram", lambda: _drawn(plot_batch_accuracy_histogram(
+            values.value, batch_size=batch_size.value, accuracy=accuracy.value, population=population.value,
+            ax=_axes(ax), title=title.value), cases), expected, agree=agree)
+    finally:
+        plt.close("all")
+
+
+@INPUT_SETTINGS
+@given(cases=at_most_one_broken(
+    loss=arrays_valid_and_invalid(np.array([0.5, 0.4, 0.45])), accuracy=arrays_valid_and_invalid(np.array([0.8, 0.85, 0.86])),
+    mark_epoch=st.one_of(st.just(Case(None, "valid: None")), numbers_valid_and_invalid(1, huge=3)),
+    legend_loc=objects_valid_and_invalid(valid={"center right": "center right", "best": "best", "a point": (1.02, 0.5)},
+                                         invalid={"middle": "middle", "None": None, "a triple": (1, 2, 3)}),
+    loss_label=objects_valid_and_invalid(valid={"a str": "loss"}, invalid={"None": None, "an int": 3}),
+    ax=AXES, title=TITLES))
+def test_inputs_plot_loss_and_accuracy(cases):
+    loss, accuracy, mark_epoch, legend_loc, loss_label, ax, title = cases.values()
+
+    def expected():
+        e = Expect()
+        curve, acc = e.array("loss", loss, ndim=(1,)), e.array("accuracy", accuracy, ndim=(1,))
+        mark = e.count("mark_epoch", mark_epoch, minimum=0, optional=True)
+        e.object("legend_loc", legend_loc), e.object("loss_label", loss_label), _common(e, ax, title)
+        e.done()
+        e.need(len(acc) == len(curve), "loss", "accuracy")
+        e.need(mark is None or mark < len(curve), "mark_epoch")
+        e.done()
+        return curve, acc
+
+    try:
+        classify("plotting.plot_loss_and_accuracy", lambda: _drawn(plot_loss_and_accuracy(
+            loss.value, accuracy.value, mark_epoch=mark_epoch.value, legend_loc=legend_loc.value,
+            loss_label=loss_label.value, ax=_axes(ax), title=title.value), cases), expected,
+            agree=lambda ax, want: close((ax.lines[0].get_ydata(), ax.right_axis.lines[0].get_ydata()), want))
+    finally:
+        plt.close("all")
+
+
+def _diagrams():
+    from companion.calibration import ReliabilityDiagram
+
+    good = reliability_diagram([0, 1, 1], [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]], num_bins=5)
+    return objects_valid_and_invalid(
+        valid={"a diagram": good},
+        invalid={"None": None, "a dict": good.__dict__, "a tuple": (good.bin_edges, good.accuracy)}), ReliabilityDiagram
+
+
+@INPUT_SETTINGS
+@given(cases=at_most_one_broken(diagram=_diagrams()[0], ax=AXES, title=TITLES,
+                                label=objects_valid_and_invalid(valid={"a str": "accuracy"}, invalid={"None": None})))
+def test_inputs_plot_reliability_diagram(cases):
+    diagram, ax, title, label = cases.values()
+
+    def expected():
+        e = Expect()
+        d = e.object("diagram", diagram)
+        e.object("label", label), _common(e, ax, title)
+        e.done()
+        return d.accuracy[d.count > 0]
+
+    try:
+        classify("plotting.plot_reliability_diagram", lambda: _drawn(plot_reliability_diagram(
+            diagram.value, ax=_axes(ax), title=title.value, label=label.value), cases), expected,
+            agree=lambda ax, want: close([bar.get_height() for bar in ax.patches], want))
+    finally:
+        plt.close("all")
+
+
+@INPUT_SETTINGS
+@given(edges=arrays_valid_and_invalid(np.linspace(0, 1, 3)), count=arrays_valid_and_invalid(np.array([1, 2])))
+def test_inputs_reliability_diagram_fields(edges, count):
+    # A ReliabilityDiagram built by hand is checked like any argument: its fields must fit each other.
+    ReliabilityDiagram = _diagrams()[1]
+
+    def expected():
+        e = Expect()
+        b, n = e.array("bin_edges", edges, ndim=(1,)), e.array("count", count, ndim=(1,))
+        e.need(b is None or (len(b) >= 2 and (np.diff(b) > 0).all() and b[0] >= 0 and b[-1] <= 1), "bin_edges")
+        e.need(n is None or ((n >= 0).all() and (n == np.round(n)).all()), "count")
+        e.done()
+        e.need(len(n) == len(b) - 1, "count")
+        e.done()
+        return b, n
+
+    bins = max(len(edges.reference) - 1, 1) if edges.reference is not None and edges.reference.ndim == 1 else 2
+    classify("calibration.ReliabilityDiagram", lambda: (lambda d: (d.bin_edges, d.count))(ReliabilityDiagram(
+        edges.value, np.full(bins, 0.5), np.full(bins, 0.5), count.value)), expected)

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import BAD_INPUT_SETTINGS, assert_rejected, run_python
+from conftest import (BAD_INPUT_SETTINGS, INPUT_SETTINGS, Expect, assert_rejected, classify, numbers_valid_and_invalid,
+                      run_python)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -59,6 +60,27 @@ def test_deterministic_must_be_a_bool_and_is_checked_before_anything_is_seeded()
     np.random.seed(1)
     expected = np.random.rand(3)
     np.random.seed(1)
-    with pytest.raises(TypeError, match="deterministic must be a bool, got str"):
+    with pytest.raises(TypeError, match="deterministic must be True or False, got str"):
         companion.seed_everything(0, deterministic="yes")
     np.testing.assert_array_equal(np.random.rand(3), expected)  # NumPy was not reseeded with 0
+
+
+# --- every input, valid or not (issue 15) -----------------------------------------------------------
+
+
+@INPUT_SETTINGS
+@given(seed=numbers_valid_and_invalid(7, huge=2**32), deterministic=numbers_valid_and_invalid(False))
+def test_inputs_seed_everything(seed, deterministic):
+    # deterministic is False in every valid case: the process-wide deterministic modes stay as they are.
+    import random
+
+    def expected():
+        e = Expect()
+        s, _ = e.count("seed", seed, minimum=0), e.flag("deterministic", deterministic)
+        e.need(s is None or s < 2**32, "seed")
+        e.done()
+        return np.random.RandomState(s).random_sample(), random.Random(s).random()
+
+    classify("reproducibility.seed_everything",
+             lambda: (companion.seed_everything(seed.value, deterministic=deterministic.value),
+                      (np.random.random_sample(), random.random()))[1], expected)

@@ -1,10 +1,13 @@
 """companion.torch_loop.train logs the Keras way, and matches a Keras run from the same weights."""
 
 import copy
+import functools
 
 import numpy as np
 import pytest
-from conftest import BAD_INPUT_SETTINGS, assert_rejected, bad_data_cases, not_a_positive_int
+from conftest import (BAD_INPUT_SETTINGS, INPUT_SETTINGS, Case, Expect, arrays_valid_and_invalid, assert_rejected,
+                      at_most_one_broken, bad_data_cases, classify, log_agrees, not_a_positive_int,
+                      numbers_valid_and_invalid, objects_valid_and_invalid)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -340,3 +343,95 @@ def test_a_float64_model_gets_float64_data():
     assert next(model64.parameters()).dtype == torch.float64
     np.testing.assert_allclose(log64.history["loss"], log32.history["loss"], rtol=1e-5)
     assert log64.history["loss"] != log32.history["loss"]  # really computed in float64
+
+
+# --- every input, valid or not (issue 15) -----------------------------------------------------------
+
+DATA_X = np.random.default_rng(1).uniform(-2, 2, size=(5, 3))
+DATA_Y = np.random.default_rng(2).uniform(-2, 2, size=(5, 1))
+
+
+# What torch_loop does not do yet (companion/torch_loop.py is not changed here): it checks
+# batch_size and accumulation_steps but keeps the values passed, so an np.int32 batch_size times
+# a large accumulation_steps overflows int32 (NumPy 2 keeps the int32 type).
+
+
+def _mean_squared_error(y_true, y_pred):  # a user's metric: it gets y as torch_loop holds it
+    return float(((y_true.double() - y_pred.double()) ** 2).mean())
+
+
+@functools.cache
+def _arguments():
+    return {
+        "model": objects_valid_and_invalid(valid={"linear": "linear"}, invalid={"None": None, "a str": "a model"}),
+        "loss_fn": objects_valid_and_invalid(valid={"MSELoss()": torch.nn.MSELoss()}, invalid={
+            "reduction='none'": torch.nn.MSELoss(reduction="none"), "a str": "mse", "None": None}),
+        "optimizer": objects_valid_and_invalid(valid={"SGD": "SGD"}, invalid={
+            "of another model": "other", "a str": "sgd", "None": None}),
+        "metrics": objects_valid_and_invalid(valid={"none": (), "mse": "mse", "a function": [_mean_squared_error]},
+                                             invalid={"a str": "mse_", "twice the same name": "twice", "3": [3]}),
+        "x": arrays_valid_and_invalid(DATA_X), "y": arrays_valid_and_invalid(DATA_Y),
+        "batch_size": numbers_valid_and_invalid(2, huge=2**40), "epochs": numbers_valid_and_invalid(2, huge=3),
+        "shuffle": numbers_valid_and_invalid(False), "seed": st.one_of(st.just(Case(None, "valid: None")),
+                                                                        numbers_valid_and_invalid(3, huge=2**70)),
+        "penalty": objects_valid_and_invalid(valid={"None": None, "L2": "l2"}, invalid={"a number": 0.01}),
+        "accumulation_steps": numbers_valid_and_invalid(1, huge=2**40),
+    }
+
+
+def _metric_objects(value):
+    named = {"mse": [metrics.MeanSquaredError(name="mse")], "mse_": "mse",
+             "twice": [metrics.Mean(name="m"), metrics.Mean(name="m")]}
+    return named.get(value, value) if isinstance(value, str) else value
+
+
+@INPUT_SETTINGS
+@given(data=st.data())
+def test_inputs_train(data):
+    cases = data.draw(at_most_one_broken(**_arguments()))
+    c = dict(cases)
+    values = {name: case.value for name, case in cases.items()}
+    model = torch.nn.Linear(3, 1)
+    values["model"] = model if values["model"] == "linear" else values["model"]
+    values["optimizer"] = {"SGD": torch.optim.SGD(model.parameters(), lr=0.01),
+                           "other": torch.optim.SGD(torch.nn.Linear(3, 1).parameters(), lr=0.01)}.get(
+        values["optimizer"], values["optimizer"])
+    values["metrics"] = _metric_objects(values["metrics"])
+    values["penalty"] = models.torch_l2_penalty(0.01, hidden_only=False) if values["penalty"] == "l2" else \
+        values["penalty"]
+
+    def expected():
+        e = Expect()
+        for name in ("model", "loss_fn", "optimizer", "metrics", "penalty"):
+            e.object(name, c[name])
+        x, y = e.array("x", c["x"], ndim=(2,)), e.array("y", c["y"], ndim=range(1, 9))
+        b, epochs = e.count("batch_size", c["batch_size"]), e.count("epochs", c["epochs"], minimum=0)
+        e.count("accumulation_steps", c["accumulation_steps"])
+        e.flag("shuffle", c["shuffle"]), e.count("seed", c["seed"], minimum=0, optional=True)
+        e.done()
+        e.need(x.shape[1] == 3 and c["x"].dtype.kind == "f", "x")  # floats for the float model
+        e.need(np.abs(x).max() <= np.finfo(np.float32).max, "x")
+        e.need(np.abs(y).max() <= np.finfo(np.float32).max, "y")
+        e.need(len(y) == len(x) and y.shape[1:] == (1,), "y")  # MSELoss: shaped like the prediction
+        e.done()
+        step = b * c["accumulation_steps"].reference
+        keys = ["loss", *(getattr(m, "name", None) or m.__name__ for m in values["metrics"])]
+        return keys, [min(step, len(x) - start) for start in range(0, len(x), step)], epochs
+
+    classify("torch_loop.train", lambda: torch_loop.train(**values), expected, agree=log_agrees)
+
+
+def test_integer_x_for_a_float_model_is_refused_by_name():
+    model = torch.nn.Linear(3, 1)
+    with pytest.raises(TypeError, match=r"x has dtype torch.int64 and shape \(\d+, 3\), which the model cannot take"):
+        torch_loop.train(model, np.ones((4, 3), dtype=np.int64), DATA_Y[:4], loss_fn=torch.nn.MSELoss(),
+                         optimizer=torch.optim.SGD(model.parameters(), lr=0.01), batch_size=2, epochs=1)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the int32 product wraps around
+def test_an_int32_batch_size_times_many_accumulation_steps():
+    model = torch.nn.Linear(3, 1)
+    log = torch_loop.train(model, DATA_X, DATA_Y, loss_fn=torch.nn.MSELoss(), batch_size=np.int32(2),
+                           optimizer=torch.optim.SGD(model.parameters(), lr=0.01), epochs=1,
+                           accumulation_steps=2**30)
+    assert log.sizes().tolist() == [5]

@@ -6,9 +6,14 @@ the shared pieces directly, where their edge cases are easiest to see.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
-from conftest import assert_rejected
+from conftest import (INPUT_SETTINGS, Case, Expect, arrays_valid_and_invalid, assert_rejected, classify, close,
+                      numbers_valid_and_invalid)
+from hypothesis import given
+from hypothesis import strategies as st
 
 from companion import _validation
 
@@ -184,3 +189,171 @@ def test_file_path_to_read_and_to_write(tmp_path):
         _validation.file_path("path", tmp_path, for_writing=True)
     with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
         _validation.file_path("path", 3, for_writing=True)
+
+
+# --- every input, valid or not (issue 15): the shared checks, on the strategy every test uses ------
+
+BASES = [np.array([0.5, -2.0, 3.0]), np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), np.array([2, 0, 1])]
+
+
+def _real(case):
+    e = Expect()
+    values = e.array("x", case)
+    e.done()
+    return values
+
+
+@INPUT_SETTINGS
+@given(case=st.sampled_from(BASES).flatmap(arrays_valid_and_invalid))
+def test_inputs_real_array(case):
+    classify("_validation.real_array", lambda: _validation.real_array("x", case.value), lambda: _real(case),
+             agree=lambda result, want: isinstance(result, np.ndarray) and close(result, want, rtol=0))
+
+
+@INPUT_SETTINGS
+@given(case=st.sampled_from(BASES).flatmap(arrays_valid_and_invalid))
+def test_inputs_data_array(case):
+    def expected():
+        e = Expect()
+        values = e.array("x", case, ndim=range(1, 9), length=3)
+        e.done()
+        return values
+
+    classify("_validation.data_array", lambda: _validation.data_array("x", case.value, length=3), expected,
+             agree=lambda result, want: close(result, want, rtol=0))
+
+
+@INPUT_SETTINGS
+@given(case=st.one_of(st.just(Case(None, "None")), arrays_valid_and_invalid(np.array([0.5, 0.0, 2.0]))))
+def test_inputs_sample_weights(case):
+    def expected():
+        e = Expect()
+        weights = e.array("w", case, optional=True)
+        e.need(weights is None or (weights.shape in ((3,), (3, 1)) and (weights >= 0).all()), "w")
+        e.done()
+        return None if weights is None else weights.reshape(3)
+
+    classify("_validation.sample_weights", lambda: _validation.sample_weights("w", case.value, length=3), expected,
+             agree=lambda result, want: (result is None) == (want is None) and (want is None or (
+                 result.dtype == np.float64 and close(result, want, rtol=0))))
+
+
+@INPUT_SETTINGS
+@given(case=arrays_valid_and_invalid(np.array([2, 0, 1])))
+def test_inputs_class_indices(case):
+    def expected():
+        e = Expect()
+        labels = e.labels("y_true", case)
+        e.done()
+        return labels
+
+    classify("_validation.class_indices",
+             lambda: _validation.class_indices(_validation.real_array("y_true", case.value)), expected,
+             agree=lambda result, want: result.dtype == np.int64 and np.array_equal(result, want))
+
+
+@INPUT_SETTINGS
+@given(case=st.sampled_from(BASES).flatmap(arrays_valid_and_invalid))
+def test_inputs_torch_tensor(case):
+    torch = pytest.importorskip("torch")
+
+    def expected():
+        e = Expect()
+        values = e.array("x", case, ndim=range(1, 9), length=3)
+        e.done()
+        if case.dtype.kind == "f":  # floats become float32, which must hold them
+            with np.errstate(over="ignore"):
+                values = values.astype(np.float32)
+            e.need(np.isfinite(values).all(), "x")
+            e.done()
+        return values
+
+    def agree(result, want):
+        dtype = {"f": torch.float32, "b": torch.bool}.get(case.dtype.kind, torch.int64)
+        return result.dtype == dtype and close(result.numpy(), want, rtol=0)
+
+    classify("_validation.torch_tensor", lambda: _validation.torch_tensor("x", case.value, device="cpu", length=3),
+             expected, agree=agree)
+
+
+NUMBER_CHECKS = {
+    # check: (a valid value, the reference: Expect method and its keywords)
+    "positive_int": (3, "count", {}),
+    "non_negative_int": (0, "count", {"minimum": 0}),
+    "finite_number": (-2.5, "number", {}),
+    "non_negative_number": (2.5, "number", {"low": 0}),
+    "fraction": (0.25, "number", {"low": 0, "high": 1}),
+    "boolean": (True, "flag", {}),
+}
+
+
+@pytest.mark.parametrize("check", NUMBER_CHECKS)
+@INPUT_SETTINGS
+@given(data=st.data())
+def test_inputs_number_checks(check, data):
+    valid, method, keywords = NUMBER_CHECKS[check]
+    case = data.draw(numbers_valid_and_invalid(valid))
+
+    def expected():
+        e = Expect()
+        number = getattr(e, method)("n", case, **keywords)
+        e.done()
+        return number
+
+    classify(f"_validation.{check}", lambda: getattr(_validation, check)("n", case.value), expected,
+             agree=lambda result, want: type(result) is type(want) and result == want)
+
+
+# --- what issue 15 found, one case each ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["meta", "sparse", "quantized"])
+def test_tensors_without_plain_data_are_refused_by_name_and_kind(kind):
+    torch = pytest.importorskip("torch")
+
+    tensor = {"meta": lambda: torch.ones(3, device="meta"), "sparse": lambda: torch.ones(3).to_sparse(),
+              "quantized": lambda: torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.quint8)}[kind]
+    with warnings.catch_warnings():  # PyTorch deprecates making quantized tensors, not having them
+        warnings.simplefilter("ignore", UserWarning)
+        value = tensor()
+    with pytest.raises(TypeError, match=rf"y_pred must be a dense tensor of numbers, got a {kind} tensor"):
+        _validation.to_numpy("y_pred", value)
+
+
+def test_torch_tensor_refuses_values_beyond_the_models_float_type():
+    torch = pytest.importorskip("torch")
+
+    with pytest.raises(ValueError, match=r"x must fit the model's float type torch.float32 .* up to 1e\+300"):
+        _validation.torch_tensor("x", np.array([[1.0, 1e300]]), device="cpu")
+    assert _validation.torch_tensor("x", np.array([1e300]), device="cpu", float_dtype=torch.float64).item() == 1e300
+
+
+@pytest.mark.parametrize("loss", ["MSELoss", "CrossEntropyLoss"])
+def test_torch_prediction_shape_names_integer_x_and_a_target_that_would_broadcast(loss):
+    torch = pytest.importorskip("torch")
+
+    model, loss_fn = torch.nn.Sequential(torch.nn.Linear(3, 1), torch.nn.Dropout(0.5)), getattr(torch.nn, loss)()
+    x, y = torch.ones(4, 3), torch.ones(4, 1)
+    with pytest.raises(TypeError, match=r"x has dtype torch.int64 and shape \(\d+, 3\), which the model cannot take"):
+        _validation.torch_prediction_shape(model, loss_fn, x.long(), y)
+    if loss == "MSELoss":  # elementwise: (N, 1) predictions against (N,) targets would broadcast
+        with pytest.raises(ValueError, match=r"y has shape \(\) per sample but the model predicts \(1,\)"):
+            _validation.torch_prediction_shape(model, loss_fn, x, y[:, 0])
+    with pytest.raises(ValueError, match=r"x has dtype torch.float32 and shape \(4, 2\), which the model cannot take"):
+        _validation.torch_prediction_shape(model, loss_fn, x[:, :2], y)
+    _validation.torch_prediction_shape(model, loss_fn, x, y)
+    assert model.training, "the model's mode is restored"
+    embedding = torch.nn.Embedding(5, 2)  # integer x is what an embedding takes
+    _validation.torch_prediction_shape(embedding, torch.nn.MSELoss(), torch.tensor([[1], [4]]), torch.ones(2, 1, 2))
+
+
+def test_keras_input_and_seed():
+    keras = pytest.importorskip("keras")
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    _validation.keras_input("x", model, np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 3\) for the model's input \(None, 3\), got shape \(2, 3, 2\)"):
+        _validation.keras_input("x", model, np.ones((2, 3, 2)))
+    assert _validation.seed("seed", np.int64(2**32 - 1)) == 2**32 - 1
+    with pytest.raises(ValueError, match="seed must be below 2\\*\\*32"):
+        _validation.seed("seed", 2**32)

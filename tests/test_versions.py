@@ -5,6 +5,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import INPUT_SETTINGS, Expect, classify, objects_valid_and_invalid
+from hypothesis import given
 
 from companion import versions
 
@@ -54,3 +56,34 @@ def test_unknown_package_and_bad_version_are_rejected():
         versions._installed_version("jax")
     with pytest.raises(ValueError, match="version must start with a number"):
         versions.require("torch", version="latest")
+
+
+# --- every input, valid or not (issue 15) -----------------------------------------------------------
+
+PACKAGES = objects_valid_and_invalid(valid={name: name for name in versions.MINIMUM_VERSIONS},
+                                     invalid={"unknown": "jax", "capitalized": "NumPy", "None": None, "int": 3})
+VERSIONS = objects_valid_and_invalid(
+    valid={"installed": None, "old": "0.1", "new": "99.0", "local": "2.16.1+cpu", "pre-release": "3.2.0rc1"},
+    invalid={"words": "latest", "empty": "", "float": 3.2, "bytes": b"3.2", "tuple": (3, 2)})
+
+
+@INPUT_SETTINGS
+@given(package=PACKAGES, version=VERSIONS)
+def test_inputs_require(package, version):
+    def expected():
+        e = Expect()
+        name, found = e.object("package", package), e.object("version", version)
+        e.done()
+        if found is None:
+            return "ok"  # the pinned environment meets its own minimums
+        number = lambda text: tuple(int(p) for p in re.match(r"\d+(\.\d+)*", text).group(0).split("."))  # noqa: E731
+        return "ok" if number(found) >= number(versions.MINIMUM_VERSIONS[name]) else "too old"
+
+    def call():
+        try:
+            versions.require(package.value, version=version.value)
+        except ImportError as error:  # what require is for: a version too old, said clearly
+            return "too old" if "is too old" in str(error) else str(error)
+        return "ok"
+
+    classify("versions.require", call, expected, agree=lambda result, want: result == want)
