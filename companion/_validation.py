@@ -343,6 +343,21 @@ def keras_input(name: str, model, x: np.ndarray) -> None:
                          f"model's input {expected}, got shape {x.shape}")
 
 
+def keras_data(model, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` as ``fit`` feeds them to a Keras ``model``: checked arrays, x shaped for
+    the model's input, floats converted to Keras' float type (float32), which must hold them."""
+    import keras
+
+    x = data_array("x", x)
+    y = data_array("y", y, length=len(x))
+    keras_input("x", model, x)
+    floatx = keras.config.floatx()
+    for name, array in (("x", x), ("y", y)):
+        within_range(name, array, limit=float(np.finfo(floatx).max), dtype=floatx)
+    x, y = (a.astype(floatx) if np.issubdtype(a.dtype, np.floating) else a for a in (x, y))
+    return x, y
+
+
 def within_range(name: str, array: np.ndarray, *, limit: float, dtype: str) -> None:
     """Refuse float values beyond ``limit``, the largest of the float type ``dtype`` that a model
     computes in: converted, they would silently become inf."""

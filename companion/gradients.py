@@ -87,20 +87,13 @@ def tf_batch_gradients(model, x, y, *, loss_fn, reduction: str = "mean") -> list
 
 
 def _tf_inputs(model, x, y, loss_fn):
-    import keras
     import tensorflow as tf
 
     check.keras_model("model", model)
     if not model.trainable_variables:
         raise ValueError("model must have trainable variables, got none")
     check.function("loss_fn", loss_fn, "loss_fn(y_true, y_pred)")
-    x = check.data_array("x", x)
-    y = check.data_array("y", y, length=len(x))
-    check.keras_input("x", model, x)
-    floatx = keras.config.floatx()
-    for name, array in (("x", x), ("y", y)):
-        check.within_range(name, array, limit=float(np.finfo(floatx).max), dtype=floatx)
-    x, y = (a.astype(floatx) if np.issubdtype(a.dtype, np.floating) else a for a in (x, y))
+    x, y = check.keras_data(model, x, y)
     return tf.constant(x), tf.constant(y)
 
 

@@ -119,13 +119,6 @@ def _check_arguments(model, x, y, loss, optimizer, metrics, weighted_metrics, sa
     check.non_negative_int("epochs", epochs)
     check.boolean("shuffle", shuffle)
     check.optional_seed("seed", seed)
-    x = check.data_array("x", x)
-    y = check.data_array("y", y, length=len(x))
+    x, y = check.keras_data(model, x, y)  # as fit() converts them, to Keras' float type
     sample_weight = check.sample_weights("sample_weight", sample_weight, length=len(x))
-    check.keras_input("x", model, x)
-    # fit() converts float inputs to Keras' float type (float32) before the first step.
-    floatx = keras.config.floatx()
-    for name, array in (("x", x), ("y", y)):
-        check.within_range(name, array, limit=float(np.finfo(floatx).max), dtype=floatx)
-    x, y = (a.astype(floatx) if np.issubdtype(a.dtype, np.floating) else a for a in (x, y))
-    return x, y, None if sample_weight is None else sample_weight.astype(floatx)
+    return x, y, None if sample_weight is None else sample_weight.astype(keras.config.floatx())
