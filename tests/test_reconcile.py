@@ -248,6 +248,16 @@ def test_keras_parts_at_learning_rate_zero(keras):
     np.testing.assert_allclose(r.evaluated, np.mean(per_sample), atol=scale)
 
 
+def assert_only_dropout_gap(r, inference):
+    """With frozen weights and no penalty or weights, the whole gap between the logged
+    (training-mode) loss and the inference-mode loss is dropout's."""
+    assert r.parts["training-mode layers"] > 1e-2
+    np.testing.assert_allclose(r.parts["training-mode layers"], r.logged - inference,
+                               atol=1e-6 * max(1.0, abs(r.logged)))
+    assert r.parts["penalty"] == r.parts["sample weighting"] == 0
+    assert r.parts["weights moved during the epoch"] == 0
+
+
 def test_keras_dropout_gap_at_learning_rate_zero(keras):
     model = keras_model(dropout=0.5)
     model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
@@ -255,11 +265,7 @@ def test_keras_dropout_gap_at_learning_rate_zero(keras):
     r = reconcile.explain_fit(model, X, Y, epochs=1, verbose=0)
     # fit's logged loss is the training-mode loss of the unchanged weights: the whole gap to the
     # inference-mode loss is dropout's.
-    assert r.parts["training-mode layers"] > 1e-2
-    np.testing.assert_allclose(r.parts["training-mode layers"], r.logged - inference,
-                               atol=1e-6 * max(1.0, abs(r.logged)))
-    assert r.parts["penalty"] == r.parts["sample weighting"] == 0
-    assert r.parts["weights moved during the epoch"] == 0
+    assert_only_dropout_gap(r, inference)
 
 
 def test_torch_parts_at_learning_rate_zero(torch):
@@ -289,11 +295,7 @@ def test_torch_dropout_gap_at_learning_rate_zero(torch):
     r = reconcile.explain_torch(model, X, Y, loss_fn=torch.nn.MSELoss(),
                                 optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
                                 batch_size=32)
-    assert r.parts["training-mode layers"] > 1e-2
-    np.testing.assert_allclose(r.parts["training-mode layers"], r.logged - inference,
-                               atol=1e-6 * max(1.0, abs(r.logged)))
-    assert r.parts["penalty"] == r.parts["sample weighting"] == 0
-    assert r.parts["weights moved during the epoch"] == 0
+    assert_only_dropout_gap(r, inference)
 
 
 # --- training is untouched ----------------------------------------------------------------------
