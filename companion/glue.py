@@ -5,13 +5,28 @@ In the book build, ``glue(name, value)`` records ``value`` for ``{glue:text}`nam
 companion is installed) it does nothing unless ``display=True``, in which case it shows the value.
 
 >>> glue("answer", 42)                                          # doctest: +SKIP
+
+``glue_reading_time("01_loss_vs_metric.md")`` glues the reading time a chapter shows at its
+top, computed from its source by ``core_size`` (the rule ``tests/test_book.py`` checks).
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import re
+from pathlib import Path
+
 from companion import _validation as check
 
-__all__ = ["glue"]
+__all__ = ["core_size", "glue", "glue_reading_time", "reading_minutes"]
+
+# A reader's pace: prose at 200 words a minute, code at 4 seconds a line (15 lines a minute),
+# so the issue's core limits (2,000 words, 250 code lines) read in about 25 minutes.
+WORDS_PER_MINUTE, SECONDS_PER_CODE_LINE = 200, 4
+OFF_PAGE = {"remove-cell", "remove-input", "hide-input", "hide-cell"}  # not read in passing
+CODE_FENCE = re.compile(r"^```(?:python|bash)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+SHOWN_SOURCE = re.compile(r"^show_source\((\w+)\.(\w+)\)$", re.MULTILINE)
 
 
 def glue(name: str, value, *, display: bool = False) -> None:
@@ -28,3 +43,60 @@ def glue(name: str, value, *, display: bool = False) -> None:
             show(value)
         return
     myst_glue(name, value, display=display)
+
+
+def _count_lines(text: str) -> int:
+    return len([line for line in text.splitlines() if line.strip()])
+
+
+def core_size(source) -> tuple[int, int]:
+    """Words of prose and lines of code a reader meets before ``## Exercises`` (the core).
+
+    ``source`` is a chapter's jupytext Markdown file. Words: the markdown, less its code blocks,
+    directive fences and option lines, counting tokens that hold a letter or digit. Code lines:
+    the non-blank lines of every code cell on the page (not removed, not collapsed), of code
+    blocks in the markdown, and of companion functions shown with ``show_source(module.name)``.
+    """
+    import jupytext
+
+    path = check.file_path("source", source, for_writing=False)
+    words = lines = 0
+    for cell in jupytext.read(path).cells:
+        if cell.cell_type == "markdown":
+            text = re.split(r"^## Exercises", cell.source, flags=re.MULTILINE)[0]
+            lines += sum(_count_lines(block) for block in CODE_FENCE.findall(text))
+            text = CODE_FENCE.sub("", text)
+            text = re.sub(r"^(```|:::).*$|^:\w+:.*$", "", text, flags=re.MULTILINE)
+            words += len([word for word in text.split() if re.search(r"\w", word)])
+            if re.search(r"^## Exercises", cell.source, re.MULTILINE):
+                break
+        elif not OFF_PAGE & set(cell.metadata.get("tags", [])):
+            lines += _count_lines(cell.source)
+            for module, name in SHOWN_SOURCE.findall(cell.source):
+                shown = getattr(importlib.import_module(f"companion.{module}"), name)
+                lines += _count_lines(inspect.getsource(shown))
+    return words, lines
+
+
+def reading_minutes(words: int, lines: int) -> int:
+    """The reading time of ``words`` of prose and ``lines`` of code, rounded to 5 minutes."""
+    minutes = words / WORDS_PER_MINUTE + lines * SECONDS_PER_CODE_LINE / 60
+    return max(5, int(5 * round(minutes / 5)))
+
+
+def glue_reading_time(source) -> None:
+    """Glue ``core_words``, ``core_code_lines`` and ``reading_minutes`` for a chapter.
+
+    ``source`` is the chapter's ``.md`` name; it is looked up next to the running notebook and
+    in ``book/``. Where it is absent (Colab runs the notebook alone) nothing is glued.
+    """
+    if not isinstance(source, str) or not source.endswith(".md"):
+        raise ValueError(f"source must be a chapter's .md file name, got {source!r}")
+    name = Path(source)
+    for candidate in (Path(name.name), Path("book") / name.name, Path("../book") / name.name):
+        if candidate.is_file():
+            words, lines = core_size(candidate)
+            glue("core_words", words)
+            glue("core_code_lines", lines)
+            glue("reading_minutes", reading_minutes(words, lines))
+            return

@@ -26,7 +26,7 @@ REPOSITORY_URL = CONFIG["repository"]["url"]
 
 NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
 CHAPTER_SOURCES = sorted(BOOK.glob("[0-9][0-9]_*.md"))
-SETUP_TAGS = {"hide-output", "remove-output"}
+SETUP_TAGS = {"hide-output", "remove-output", "hide-cell"}
 
 
 def notebook_ids(paths):
@@ -150,6 +150,11 @@ def toc_files(node) -> list[str]:
     return found
 
 
+def test_the_footer_names_this_years_copyright_not_the_default():
+    # Jupyter Book prints "© Copyright 2023" unless _config.yml says otherwise.
+    assert str(CONFIG.get("copyright")) == "2026", CONFIG.get("copyright")
+
+
 def test_toc_entries_exist():
     entries = toc_files(TOC)
     assert entries[0] == "book/intro"
@@ -173,7 +178,7 @@ def test_the_book_renders_stored_outputs_only():
 
 # --- every chapter keeps the same teaching structure ------------------------------------------
 
-REQUIRED_SECTIONS = ("Overview", "Setup", "The question", "The article's claims, tested",
+REQUIRED_SECTIONS = ("The question", "Overview", "The article's claims, tested",
                      "What to do about it", "Summary", "Exercises", "Self-check")
 # The article chapters follow the investigation template; the page that applies their tools to
 # the reader's own run has a structure of its own (see the end of this file).
@@ -368,7 +373,8 @@ READER_FIRST_NOTEBOOKS = [BOOK / f"{name}.ipynb" for name in READER_FIRST]
 
 MAX_COLUMNS = 88
 MAX_CORE_WORDS, MAX_CORE_CODE_LINES = 2000, 250
-WORDS_PER_MINUTE, SECONDS_PER_CODE_LINE = 200, 10
+# The reader's pace the chapters show (companion.glue: 200 words and 15 code lines a minute).
+from companion.glue import SECONDS_PER_CODE_LINE, WORDS_PER_MINUTE  # noqa: E402
 OFF_PAGE = {"remove-cell", "remove-input", "hide-input", "hide-cell"}  # not read in passing
 CODE_FENCE = re.compile(r"^```(?:python|bash)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHORT_ANSWER = "```{admonition} The short answer"
@@ -410,7 +416,7 @@ def core_size(notebook: Path) -> tuple[int, int]:
 def reading_minutes(words: int, lines: int) -> int:
     """The reading time a chapter shows at its top, rounded to 5 minutes."""
     minutes = words / WORDS_PER_MINUTE + lines * SECONDS_PER_CODE_LINE / 60
-    return int(5 * round(minutes / 5))
+    return max(5, int(5 * round(minutes / 5)))
 
 
 def glued(notebook: Path) -> dict[str, str]:
@@ -430,10 +436,10 @@ def test_reader_first_chapters_exist():
 
 @pytest.mark.parametrize("notebook", READER_FIRST_NOTEBOOKS, ids=READER_FIRST)
 def test_the_short_answer_comes_first(notebook):
-    # The rule: the box is the first thing after the reproduction. Only `## Overview`,
-    # `## Setup` and `## The question` come before it; in `## The question` it follows the
-    # first code cell on the page (the reproduction, at most 5 lines), with nothing but
-    # removed cells and text between them. It says its answer in at most 5 lines, with numbers
+    # The rule: the box is on the first screen, right after the reproduction. Only the title,
+    # the reading time and `## The question` come before it; in `## The question` the only code
+    # cell on the page is the reproduction (at most 5 lines): the setup cells before it are
+    # collapsed (hide-cell), the bookkeeping removed. It says its answer in at most 5 lines, with numbers
     # glued from the code.
     notebook_cells = nbformat.read(notebook, as_version=4).cells
     box = next((i for i, c in enumerate(notebook_cells)
@@ -442,11 +448,11 @@ def test_the_short_answer_comes_first(notebook):
     before = "\n".join(c.source for c in notebook_cells[:box] if c.cell_type == "markdown")
     before += "\n" + notebook_cells[box].source.split(SHORT_ANSWER)[0]
     headings = re.findall(r"^(#{2,3}) (.+)$", before, re.MULTILINE)
-    assert [title for _, title in headings] == ["Overview", "Setup", "The question"], (
+    assert [title for _, title in headings] == ["The question"], (
         f"{notebook.name}: sections before the short answer: {headings}")
     question = max(i for i, c in enumerate(notebook_cells[:box + 1])
                    if c.cell_type == "markdown" and "## The question" in c.source)
-    shown = [c for c in notebook_cells[question:box] if c.cell_type == "code" and "remove-cell" not in tags(c)]
+    shown = [c for c in notebook_cells[question:box] if c.cell_type == "code" and not OFF_PAGE & tags(c)]
     assert len(shown) == 1, f"{notebook.name}: the box must follow the reproduction, found {len(shown)} code cells"
     assert count_lines(shown[0].source) <= 5, f"{notebook.name}: the reproduction has more than 5 lines"
     body = notebook_cells[box].source.split(SHORT_ANSWER)[1].split("\n```")[0]

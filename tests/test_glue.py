@@ -45,3 +45,85 @@ def test_inputs_glue(name, display, capsys):
     classify("glue.glue", lambda: glue(name.value, 0.25, display=display.value), expected,
              agree=lambda result, want: result is None)
     capsys.readouterr()
+
+
+# --- the reading time a chapter shows at its top (issue 14) -----------------------------------
+
+
+CHAPTER = '''---
+jupytext:
+  formats: ipynb,md:myst
+  text_representation:
+    extension: .md
+    format_name: myst
+    format_version: 0.13
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# A chapter
+
+Four words of prose.
+
+```python
+shown = 1
+```
+
+```{code-cell} ipython3
+a = 1
+
+b = 2
+```
+
+```{code-cell} ipython3
+:tags: [remove-cell]
+
+glue("x", 1)
+```
+
+```{code-cell} ipython3
+show_source(glue.glue)
+```
+
+## Exercises
+
+Not counted, nor is this:
+
+```{code-cell} ipython3
+c = 3
+```
+'''
+
+
+def test_core_size_counts_prose_and_code_on_the_page_before_the_exercises(tmp_path):
+    from companion.glue import core_size, glue as glue_function
+    import inspect
+
+    source = tmp_path / "99_chapter.md"
+    source.write_text(CHAPTER)
+    words, lines = core_size(source)
+    listed = len([line for line in inspect.getsource(glue_function).splitlines() if line.strip()])
+    # "A chapter" (2) + "Four words of prose." (4); code: 1 in the block, 2 in the cell, the
+    # show_source line and the listing it shows; the removed cell and the exercises not at all.
+    assert (words, lines) == (6, 1 + 2 + 1 + listed)
+
+
+def test_reading_minutes_follow_the_stated_pace():
+    from companion.glue import reading_minutes
+
+    assert reading_minutes(2000, 250) == 25  # the issue's limits read in about 25 minutes
+    assert reading_minutes(0, 0) == 5  # never "about 0 minutes"
+    assert reading_minutes(3000, 0) == 15
+
+
+def test_glue_reading_time_checks_its_argument_and_skips_a_missing_source(monkeypatch, tmp_path):
+    from companion.glue import glue_reading_time
+
+    with pytest.raises(ValueError, match="source"):
+        glue_reading_time(3)
+    with pytest.raises(ValueError, match="source"):
+        glue_reading_time("chapter.ipynb")
+    monkeypatch.chdir(tmp_path)
+    glue_reading_time("99_absent.md")  # on Colab the source is not there: nothing is glued

@@ -219,3 +219,22 @@ def test_reconcile_page_answers_first_links_its_reports_and_hides_its_bookkeepin
     assert len(reports) >= 8, f"the casebook links {len(reports)} reports: {sorted(reports)}"
     text = browser.find_element(By.CSS_SELECTOR, "main").text
     assert "glue(" not in text, "a glue cell (remove-cell) shows on the page"
+
+
+@pytest.mark.parametrize("page", ARTICLES)
+def test_the_short_answer_is_on_the_first_screen(browser, site, page):
+    # A reader at 1280 x 800 sees the whole "The short answer" box without scrolling: the
+    # setup cells above it are collapsed and the bookkeeping removed.
+    browser.set_window_size(1280, 800)
+    try:
+        open_page(browser, f"{site}/{html_path(page)}")
+        boxes = [box for box in browser.find_elements(By.CSS_SELECTOR, "div.admonition")
+                 if box.text.startswith("The short answer")]
+        assert boxes, f"{page}: no 'The short answer' box"
+        screen = browser.execute_script("return window.innerHeight")
+        bottom = browser.execute_script("return arguments[0].getBoundingClientRect().bottom", boxes[0])
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(SHOTS / f"first-screen__{page.replace('/', '__')}.png"))
+        assert bottom <= screen, f"{page}: the short answer ends at {bottom:.0f}px, below the first {screen}px"
+    finally:
+        browser.set_window_size(1280, 1000)
