@@ -178,7 +178,7 @@ def test_the_book_renders_stored_outputs_only():
 
 # --- every chapter keeps the same teaching structure ------------------------------------------
 
-REQUIRED_SECTIONS = ("The question", "Overview", "The article's claims, tested",
+REQUIRED_SECTIONS = ("Overview", "The article's claims, tested",
                      "What to do about it", "Summary", "Exercises", "Self-check")
 # The article chapters follow the investigation template; the page that applies their tools to
 # the reader's own run has a structure of its own (see the end of this file).
@@ -436,10 +436,10 @@ def test_reader_first_chapters_exist():
 
 @pytest.mark.parametrize("notebook", READER_FIRST_NOTEBOOKS, ids=READER_FIRST)
 def test_the_short_answer_comes_first(notebook):
-    # The rule: the box is on the first screen, right after the reproduction. Only the title,
-    # the reading time and `## The question` come before it; in `## The question` the only code
-    # cell on the page is the reproduction (at most 5 lines): the setup cells before it are
-    # collapsed (hide-cell), the bookkeeping removed. It says its answer in at most 5 lines, with numbers
+    # The rule: the box is on the first screen, right after the reproduction. Only the title
+    # (the question), the reading time and a short paragraph come before it, no section
+    # heading; the only code cell on the page is the reproduction (at most 5 lines): the setup
+    # cells before it are collapsed (hide-cell), the bookkeeping removed. It says its answer in at most 5 lines, with numbers
     # glued from the code.
     notebook_cells = nbformat.read(notebook, as_version=4).cells
     box = next((i for i, c in enumerate(notebook_cells)
@@ -448,11 +448,9 @@ def test_the_short_answer_comes_first(notebook):
     before = "\n".join(c.source for c in notebook_cells[:box] if c.cell_type == "markdown")
     before += "\n" + notebook_cells[box].source.split(SHORT_ANSWER)[0]
     headings = re.findall(r"^(#{2,3}) (.+)$", before, re.MULTILINE)
-    assert [title for _, title in headings] == ["The question"], (
+    assert headings == [], (
         f"{notebook.name}: sections before the short answer: {headings}")
-    question = max(i for i, c in enumerate(notebook_cells[:box + 1])
-                   if c.cell_type == "markdown" and "## The question" in c.source)
-    shown = [c for c in notebook_cells[question:box] if c.cell_type == "code" and not OFF_PAGE & tags(c)]
+    shown = [c for c in notebook_cells[:box] if c.cell_type == "code" and not OFF_PAGE & tags(c)]
     assert len(shown) == 1, f"{notebook.name}: the box must follow the reproduction, found {len(shown)} code cells"
     assert count_lines(shown[0].source) <= 5, f"{notebook.name}: the reproduction has more than 5 lines"
     body = notebook_cells[box].source.split(SHORT_ANSWER)[1].split("\n```")[0]

@@ -147,7 +147,10 @@ def test_chapter_has_colab_and_download_buttons_to_real_notebooks(browser, site,
     repository = CONFIG["repository"]["url"].removeprefix("https://github.com/")
     branch = CONFIG["repository"].get("branch", "main")
     colab = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a[href*='colab.research.google.com']")]
-    launch = f"https://colab.research.google.com/github/{repository}/blob/{branch}/{page}.ipynb"
+    # The launch button opens the page's Colab edition, <path_to_book>/<page>.ipynb (make editions).
+    editions = CONFIG["repository"].get("path_to_book", "").strip("/")
+    path = f"{editions}/{page}.ipynb" if editions else f"{page}.ipynb"
+    launch = f"https://colab.research.google.com/github/{repository}/blob/{branch}/{path}"
     assert launch in colab, f"{page}: no Colab launch button to {launch}; found {colab}"
     for href in colab:
         match = re.fullmatch(rf"https://colab\.research\.google\.com/github/{re.escape(repository)}/blob/{branch}/(.+\.ipynb)", href)
@@ -223,18 +226,27 @@ def test_reconcile_page_answers_first_links_its_reports_and_hides_its_bookkeepin
 
 @pytest.mark.parametrize("page", ARTICLES)
 def test_the_short_answer_is_on_the_first_screen(browser, site, page):
-    # A reader at 1280 x 800 sees the whole "The short answer" box without scrolling: the
-    # setup cells above it are collapsed and the bookkeeping removed.
-    browser.set_window_size(1280, 800)
-    try:
-        open_page(browser, f"{site}/{html_path(page)}")
+    # A reader whose browser window is 1280 x 800 sees the box's title and first line without
+    # scrolling, and at 1280 x 1000 the whole box: the setup cells above it are collapsed,
+    # the bookkeeping removed, and nothing but the title, the reading time, a short paragraph
+    # and the reproduction come first.
+    def short_answer():
         boxes = [box for box in browser.find_elements(By.CSS_SELECTOR, "div.admonition")
                  if box.text.startswith("The short answer")]
         assert boxes, f"{page}: no 'The short answer' box"
-        screen = browser.execute_script("return window.innerHeight")
-        bottom = browser.execute_script("return arguments[0].getBoundingClientRect().bottom", boxes[0])
-        SHOTS.mkdir(parents=True, exist_ok=True)
+        rect = "const r = arguments[0].getBoundingClientRect(); return [r.top, r.bottom]"
+        return browser.execute_script(rect, boxes[0]), browser.execute_script("return innerHeight")
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        browser.set_window_size(1280, 800)
+        open_page(browser, f"{site}/{html_path(page)}")
         browser.save_screenshot(str(SHOTS / f"first-screen__{page.replace('/', '__')}.png"))
-        assert bottom <= screen, f"{page}: the short answer ends at {bottom:.0f}px, below the first {screen}px"
+        (top, _), screen = short_answer()
+        assert top + 50 <= screen, f"{page}: at 1280x800 the short answer starts at {top:.0f}px of {screen}"
+        browser.set_window_size(1280, 1000)
+        open_page(browser, f"{site}/{html_path(page)}")
+        (_, bottom), screen = short_answer()
+        assert bottom <= screen, f"{page}: at 1280x1000 the short answer ends at {bottom:.0f}px of {screen}"
     finally:
         browser.set_window_size(1280, 1000)
