@@ -27,7 +27,7 @@ export TF_ENABLE_ONEDNN_OPTS := 0
 export PYTHONHASHSEED := 0
 export CUDA_VISIBLE_DEVICES :=
 
-.PHONY: help setup book test test-unit test-notebooks test-threads test-book test-minimum browser bench exercises sync constraints clean distclean
+.PHONY: help setup book test test-unit test-notebooks test-threads test-book test-minimum browser bench editions sync constraints clean distclean
 # The checks of `make test` run one after the other, even under make -j.
 .NOTPARALLEL:
 
@@ -109,6 +109,31 @@ test-minimum: ## unit tests and chapter 1 on the oldest supported TensorFlow, Ke
 	  tests/test_plotting.py tests/test_validation.py tests/test_reproducibility.py
 	$(MIN_VENV)/bin/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env book/01_loss_vs_metric.ipynb
 
+# The Colab and student editions on Colab's own versions (requirements/colab.txt, which says
+# where the list comes from), in .venv-colab on the Python Colab uses (3.13, from pyenv). The
+# companion is installed as the setup cell installs it: `pip install "companion @ git+URL"`,
+# URL a git snapshot of the working tree. Not part of `make test`: the first run downloads
+# about 3 GB (TensorFlow, PyTorch) into a 7 GB environment.
+.PHONY: test-colab
+COLAB_VENV   := .venv-colab
+COLAB_PY     := $(COLAB_VENV)/bin/python
+COLAB_STAMP  := $(COLAB_VENV)/.installed
+# The first Python 3.13 that runs (a pyenv shim may exist without selecting a version).
+COLAB_PYTHON := $(shell for p in $$(command -v python3.13) $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
+	  "$$p" -c "" 2>/dev/null && { echo "$$p"; break; }; done)
+test-colab: $(COLAB_STAMP) $(STAMP) ## run every Colab and student edition on Colab's versions; compare numbers with the book
+	@folders=$$($(PY) -c 'import sys; sys.path.insert(0, "tools"); import make_editions as m; print(m.EDITIONS, m.STUDENT_EDITIONS)'); \
+	set -- $$folders; \
+	$(COLAB_PY) tools/colab_check.py --install --editions "$$1" --students "$$2"
+
+$(COLAB_STAMP): requirements/colab.txt
+	@if [ -z "$(COLAB_PYTHON)" ]; then \
+	  echo "test-colab needs Python 3.13, Colab's Python: install it (e.g. pyenv install 3.13) and put"; \
+	  echo "python3.13 on PATH. Stopping: another Python would not test what Colab runs."; exit 1; fi
+	@test -x $(COLAB_PY) || $(COLAB_PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_PY) -m pip install --quiet -r requirements/colab.txt
+	@touch $@
+
 bench: $(STAMP) ## time the reference loops against fit / a plain loop, the import, each notebook
 	$(PY) tools/bench.py
 
@@ -121,13 +146,16 @@ browser: ## install Chromium and chromedriver for the browser test (Debian/Ubunt
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "Chromium is not installed and cannot be installed here: the browser test will be skipped"; fi
 
-exercises: $(STAMP) ## regenerate the student notebooks in exercises/ from the chapters
-	$(PY) tools/make_exercises.py
+# The Colab editions (colab/book/) and student editions (colab/exercises/) of the chapters, from
+# the executed notebooks and _config.yml; REPOSITORY=https://github.com/OWNER/NAME first rewrites
+# repository.url in _config.yml (a fork), so setup cells, links and launch buttons follow it.
+editions: $(STAMP) ## regenerate colab/ (the Colab and student editions); REPOSITORY=URL retargets a fork
+	$(PY) tools/make_editions.py $(if $(REPOSITORY),--repository $(REPOSITORY))
 
 sync: $(STAMP) ## regenerate book/NN_*.ipynb from the .md and execute it (NB=book/01_x.md for one)
 	@test -n "$(strip $(NB))" || { echo "No notebook sources to sync"; exit 1; }
 	$(PY) tools/sync_notebooks.py $(NB)
-	$(PY) tools/make_exercises.py
+	$(PY) tools/make_editions.py
 
 constraints: ## re-pin requirements/constraints.txt from what .venv has installed
 	@test -x $(PY) || { echo "Create .venv first (make setup)"; exit 1; }
