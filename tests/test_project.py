@@ -78,7 +78,7 @@ def test_import_companion_is_fast():
 
 # Test files that check the project as a whole, not one module (tests/rendered/ checks the built
 # book); test_keras3_facts.py checks what the chapters say about Keras itself.
-PROJECT_TEST_FILES = ("test_book.py", "test_editions.py", "test_keras3_facts.py", "test_project.py",
+PROJECT_TEST_FILES = ("test_book.py", "test_colab_check.py", "test_editions.py", "test_keras3_facts.py", "test_project.py",
                       "test_security.py")
 
 
