@@ -3,7 +3,7 @@
 >>> max_relative_difference({"loss": [1.0, 2.0]}, {"loss": [1.0, 2.0000002]})
 1.0000000005838672e-07
 >>> describe_difference(1e-07), describe_difference(0.0)
-('at most 1e-07', 'zero (bit-identical)')
+('at most 1e-07', 'bit-identical')
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def describe_difference(difference: float) -> str:
     """
     difference = check.non_negative_number("difference", difference)
     if difference == 0:
-        return "zero (bit-identical)"
+        return "bit-identical"
     if difference >= 1e-3:  # a real gap, not rounding: its leading digits are stable
         return f"{difference:.3g}"
     return f"at most 1e-{-math.ceil(math.log10(difference)):02d}"

@@ -20,7 +20,7 @@ def test_max_relative_difference_and_its_description():
     assert compare.max_relative_difference([2.0], [2.5]) == pytest.approx(0.25)
     assert compare.max_relative_difference([0.0], [1e-3]) == pytest.approx(1e-3)  # absolute at 0
     assert compare.max_relative_difference({"a": [1.0], "b": [4.0]}, {"a": [1.0], "b": [5.0]}) == 0.25
-    assert compare.describe_difference(0.0) == "zero (bit-identical)"
+    assert compare.describe_difference(0.0) == "bit-identical"
     assert compare.describe_difference(1.7e-7) == "at most 1e-06"
     assert compare.describe_difference(1e-7) == "at most 1e-07"
     assert compare.describe_difference(0.25) == "0.25"
@@ -34,7 +34,7 @@ def test_max_relative_difference_and_its_description():
         compare.describe_difference(-1.0)
     with pytest.raises(TypeError, match="difference must be a finite number >= 0, got str"):
         compare.describe_difference("1e-7")
-    assert compare.describe_difference(np.int64(0)) == "zero (bit-identical)"
+    assert compare.describe_difference(np.int64(0)) == "bit-identical"
 
 
 @BAD_INPUT_SETTINGS
@@ -90,7 +90,7 @@ def test_inputs_describe_difference(difference):
         d = e.number("difference", difference, low=0)
         e.done()
         if d == 0:
-            return "zero (bit-identical)"
+            return "bit-identical"
         return f"{d:.3g}" if d >= 1e-3 else f"at most 1e-{-math.ceil(math.log10(d)):02d}"
 
     classify("compare.describe_difference", lambda: compare.describe_difference(difference.value), expected,
