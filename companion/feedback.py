@@ -270,11 +270,12 @@ def _03_3(answer) -> str:
         [_number(v, what) for v in _parts(part, 3, what)] for part in (before, after))
     if acc_t != acc_1:
         raise NotYet("the accuracy changed: divide the logits (not the probabilities) by T > 0.")
-    if not loss_t < loss_1:
-        raise NotYet("the loss did not fall: pick T on the first half, the grid value with the "
-                     "lowest loss.")
-    if not ece_t < ece_1:
-        raise NotYet("the ECE did not fall: compute it from the softmax of the scaled logits.")
+    # Whether the loss and the ECE fall on the second half depends on the draw (the chapter's
+    # model at seed 0: the ECE rises), so only what T guarantees is checked.
+    if (loss_t, ece_t) == (loss_1, ece_1):
+        raise NotYet("nothing changed: divide the logits by the T you picked on the first half.")
+    if not (0 <= ece_t <= 1 and loss_t > 0):
+        raise NotYet("an ECE lies in [0, 1] and a cross-entropy above 0: check what you report.")
     return "dividing all logits by one T > 0 keeps every argmax; only the confidence changes."
 
 

@@ -223,7 +223,7 @@ def test_03_3_temperature_scaling_keeps_the_accuracy(capsys):
     assert temperature > 1
     assert_accepted_and_secret(capsys, "03.3", (report(1.0), report(temperature)))
     assert_rejected_and_secret(capsys, "03.3", (report(1.0), report(temperature, True)))
-    assert_rejected_and_secret(capsys, "03.3", (report(temperature), report(1.0)))
+    assert_rejected_and_secret(capsys, "03.3", (report(1.0), report(1.0)))  # T not applied
 
 
 # --- chapter 4 ------------------------------------------------------------------------------
