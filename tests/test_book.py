@@ -381,7 +381,8 @@ def test_reconcile_page_code_and_outputs_fit_in_88_columns():
 # Chapters rewritten to the reader-first template: the answer first, a core (everything before
 # `## Exercises`) that reads in about 25 minutes, bookkeeping off the page, 88 columns. Chapter 1
 # is the template; the other chapters join this list as they are rewritten.
-READER_FIRST = ["01_loss_vs_metric", "02_checkpoints", "03_loss_vs_accuracy", "04_averaging_the_loss"]
+READER_FIRST = ["01_loss_vs_metric", "02_checkpoints", "03_loss_vs_accuracy", "04_averaging_the_loss",
+                "05_mse_reads_zero"]
 READER_FIRST_NOTEBOOKS = [BOOK / f"{name}.ipynb" for name in READER_FIRST]
 
 MAX_COLUMNS = 88
