@@ -6,6 +6,8 @@ printable table (``print(residual_table())`` from a shell in tests/).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import assert_rejected
@@ -397,7 +399,9 @@ def test_refuses_models_it_cannot_replay(keras):
     summed.compile(optimizer="sgd", loss=keras.losses.MeanSquaredError(reduction="sum"))
     assert_rejected(lambda: reconcile.explain_fit(summed, X, Y), "reduction")
     xla = keras_model()
-    xla.compile(optimizer="sgd", loss="mse", jit_compile=True)
+    with warnings.catch_warnings():  # "Model doesn't support jit_compile=True" where it cannot
+        warnings.simplefilter("ignore", UserWarning)
+        xla.compile(optimizer="sgd", loss="mse", jit_compile=True)
     if xla.jit_compile:  # Keras turns XLA off by itself where it cannot use it; then fit may run
         assert_rejected(lambda: reconcile.explain_fit(xla, X, Y), "jit_compile")
     grouped = keras_model()
