@@ -250,3 +250,23 @@ def test_the_short_answer_is_on_the_first_screen(browser, site, page):
         assert bottom <= screen, f"{page}: at 1280x1000 the short answer ends at {bottom:.0f}px of {screen}"
     finally:
         browser.set_window_size(1280, 1000)
+
+
+def test_the_field_guide_fits_the_page_and_shows_every_proof_link(browser, site):
+    # Its entries are definition lists, not a five-column table that ran off the page at
+    # 1280 px and hid the proof links.
+    open_page(browser, f"{site}/{html_path('book/field_guide')}")
+    article = browser.find_element(By.CSS_SELECTOR, "article.bd-article")
+    overflow = browser.execute_script("return arguments[0].scrollWidth - arguments[0].clientWidth",
+                                      article)
+    assert overflow <= 0, f"the field guide is {overflow}px wider than its column"
+    right = browser.execute_script("return arguments[0].getBoundingClientRect().right", article)
+    entries = browser.find_elements(By.CSS_SELECTOR, "article dl dd")
+    assert len(entries) >= 14, f"{len(entries)} entries"
+    for entry in entries:
+        proofs = [a for a in entry.find_elements(By.CSS_SELECTOR, "a")
+                  if "Proof:" in entry.text and re.search(r"/0[1-6]_\w+\.html#", a.get_attribute("href"))]
+        assert proofs, f"an entry without a link to its proof: {entry.text[:60]!r}"
+        for link in proofs:
+            box = browser.execute_script("return arguments[0].getBoundingClientRect().right", link)
+            assert link.is_displayed() and box <= right, f"a proof link off the page: {link.text}"
