@@ -474,7 +474,7 @@ def test_the_short_answer_comes_first(notebook):
     assert "{glue:text}`" in body, "the short answer's numbers are glued, not typed"
 
 
-@pytest.mark.parametrize("notebook", READER_FIRST_NOTEBOOKS, ids=READER_FIRST)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=notebook_ids(NOTEBOOKS))
 def test_code_and_outputs_fit_in_88_columns(notebook):
     # Code cells' source (removed cells too) and the text of their outputs: printed streams,
     # text/plain, and text/markdown (the loops shown by show_source). Images are not text.
@@ -493,7 +493,7 @@ def test_code_and_outputs_fit_in_88_columns(notebook):
     assert not wide, f"{notebook.name}: lines over {MAX_COLUMNS} columns:\n" + "\n".join(wide)
 
 
-@pytest.mark.parametrize("notebook", READER_FIRST_NOTEBOOKS, ids=READER_FIRST)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=notebook_ids(NOTEBOOKS))
 def test_glue_calls_live_in_removed_cells(notebook):
     # The page shows the experiment and its result; the bookkeeping for the prose is off it.
     visible = [index for index, cell in enumerate(code_cells(notebook))
