@@ -19,6 +19,11 @@ import nbformat
 import pytest
 import yaml
 
+# The rule the chapters' reading time follows: words and code lines on the page before
+# "## Exercises", read at 200 words and 15 code lines a minute (tests/test_glue.py checks the
+# rule on a chapter counted by hand).
+from companion.glue import OFF_PAGE, core_size, reading_minutes
+
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -387,10 +392,6 @@ READER_FIRST_NOTEBOOKS = [BOOK / f"{name}.ipynb" for name in READER_FIRST]
 
 MAX_COLUMNS = 88
 MAX_CORE_WORDS, MAX_CORE_CODE_LINES = 2000, 250
-# The reader's pace the chapters show (companion.glue: 200 words and 15 code lines a minute).
-from companion.glue import SECONDS_PER_CODE_LINE, WORDS_PER_MINUTE  # noqa: E402
-OFF_PAGE = {"remove-cell", "remove-input", "hide-input", "hide-cell"}  # not read in passing
-CODE_FENCE = re.compile(r"^```(?:python|bash)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHORT_ANSWER = "```{admonition} The short answer"
 
 
@@ -400,37 +401,6 @@ def tags(cell) -> set[str]:
 
 def count_lines(text: str) -> int:
     return len([line for line in text.splitlines() if line.strip()])
-
-
-def core_size(notebook: Path) -> tuple[int, int]:
-    """Words of prose and lines of code a reader meets before `## Exercises` (the core).
-
-    Words: the markdown, less its code blocks, directive fences and option lines, counting
-    tokens that hold a letter or digit. Code lines: the non-blank lines of every code cell whose
-    input is on the page (not removed, not collapsed), of code blocks in the markdown, and of
-    code shown as a cell's output (``show_source``).
-    """
-    words = lines = 0
-    for cell in nbformat.read(notebook, as_version=4).cells:
-        if cell.cell_type == "markdown":
-            text = re.split(r"^## Exercises", cell.source, flags=re.MULTILINE)[0]
-            lines += sum(count_lines(block) for block in CODE_FENCE.findall(text))
-            text = re.sub(r"^(```|:::).*$|^:\w+:.*$", "", CODE_FENCE.sub("", text), flags=re.MULTILINE)
-            words += len([word for word in text.split() if re.search(r"\w", word)])
-            if re.search(r"^## Exercises", cell.source, re.MULTILINE):
-                break
-        elif cell.cell_type == "code" and not OFF_PAGE & tags(cell):
-            lines += count_lines(cell.source)
-            for output in cell.get("outputs", []):
-                shown = output.get("data", {}).get("text/markdown", "")
-                lines += sum(count_lines(block) for block in CODE_FENCE.findall("".join(shown)))
-    return words, lines
-
-
-def reading_minutes(words: int, lines: int) -> int:
-    """The reading time a chapter shows at its top, rounded to 5 minutes."""
-    minutes = words / WORDS_PER_MINUTE + lines * SECONDS_PER_CODE_LINE / 60
-    return max(5, int(5 * round(minutes / 5)))
 
 
 def glued(notebook: Path) -> dict[str, str]:
@@ -531,7 +501,7 @@ def test_core_size_report():
     # core within the limits and show the reading time computed by this rule, glued.
     problems, rows = [], []
     for notebook in CHAPTERS:
-        words, lines = core_size(notebook)
+        words, lines = core_size(notebook.with_suffix(".md"))
         minutes = reading_minutes(words, lines)
         rows.append(f"{notebook.stem:28s} {words:6d} words {lines:5d} code lines  about {minutes} min")
         if notebook.stem not in READER_FIRST:

@@ -144,31 +144,16 @@ if "google.colab" in sys.modules:
 
 
 def setup_cell_source(repository: str, book_setup: str) -> str:
-    """The first code cell of an edition: the Colab install, then the book's setup statements.
+    """The first code cell of an edition: the Colab install, then the book's setup cell.
 
-    ``book_setup`` is the chapter's own setup cell; its ``REPOSITORY = ...`` line, its
-    ``if "google.colab" in sys.modules:`` block and its ``import subprocess``/``import sys``
-    are replaced by the install above, and everything else (importing and seeding the
-    companion) is kept as it is.
+    ``book_setup`` is the chapter's own setup cell, which only imports and seeds the companion
+    (tests/test_book.py keeps installs and URLs out of it), so it follows the install as it is.
     """
     repository = check_repository(repository)
-    lines = book_setup.splitlines()
-    drop = set()
-    for statement in ast.parse(book_setup).body:
-        text = ast.get_source_segment(book_setup, statement) or ""
-        replaced = (
-            (isinstance(statement, ast.Import) and text in ("import subprocess", "import sys"))
-            or (isinstance(statement, ast.Assign)
-                and [getattr(t, "id", None) for t in statement.targets] == ["REPOSITORY"])
-            or (isinstance(statement, ast.If) and "google.colab" in ast.unparse(statement.test))
-        )
-        if replaced:
-            drop.update(range(statement.lineno - 1, statement.end_lineno))
-    rest = "\n".join(line for i, line in enumerate(lines) if i not in drop).strip("\n")
-    if "import companion" not in rest and "from companion" not in rest:
+    if "import companion" not in book_setup and "from companion" not in book_setup:
         raise ValueError("the chapter's first code cell must be the setup cell, which imports "
                          f"the companion; got:\n{book_setup}")
-    return SETUP_PREAMBLE.format(repository=repository) + "\n" + rest
+    return SETUP_PREAMBLE.format(repository=repository) + "\n" + book_setup.strip("\n")
 
 
 # --- Markdown from the document tree -------------------------------------------------------------

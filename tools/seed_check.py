@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import jupytext
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+from sync_notebooks import execute  # the kernel and settings `make sync` runs chapters with
 
 
 def with_seed(text: str, seed: int) -> str:
@@ -35,11 +35,8 @@ def run(source: Path, seed: int) -> tuple[bool, str]:
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / source.name
         copy.write_text(with_seed(source.read_text(), seed))
-        notebook = jupytext.read(copy)
-        client = NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                resources={"metadata": {"path": folder}})
         try:
-            client.execute()
+            execute(jupytext.read(copy), Path(folder))
         except CellExecutionError as error:
             lines = [line for line in str(error).splitlines() if line.strip()]
             return False, "\n    ".join(lines[-3:])

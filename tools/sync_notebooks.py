@@ -29,20 +29,24 @@ def sync(md_path: Path, *, timeout: int = 600) -> float:
     if "ipynb" not in formats.split(","):
         raise SystemExit(f"{md_path} is not paired with an .ipynb (front matter jupytext.formats: ipynb,md:myst)")
     start = time.perf_counter()
-    client = NotebookClient(
+    execute(notebook, md_path.parent, timeout=timeout)
+    seconds = time.perf_counter() - start
+    _stable_cell_ids(notebook)
+    jupytext.write(notebook, md_path.with_suffix(".ipynb"), fmt="ipynb")
+    return seconds
+
+
+def execute(notebook, folder: Path, *, timeout: int = 600) -> None:
+    """Run ``notebook`` top to bottom on this interpreter's kernel, in ``folder``."""
+    NotebookClient(
         notebook,
         timeout=timeout,
         kernel_name="python3",
         record_timing=False,
         # The kernel logs a start-up notice about its local TCP transport to the terminal.
         extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        resources={"metadata": {"path": str(md_path.parent)}},
-    )
-    client.execute()
-    seconds = time.perf_counter() - start
-    _stable_cell_ids(notebook)
-    jupytext.write(notebook, md_path.with_suffix(".ipynb"), fmt="ipynb")
-    return seconds
+        resources={"metadata": {"path": str(folder)}},
+    ).execute()
 
 
 def _stable_cell_ids(notebook) -> None:
