@@ -110,12 +110,28 @@ def test_core_size_counts_prose_and_code_on_the_page_before_the_exercises(tmp_pa
     assert (words, lines) == (6, 1 + 2 + 1 + listed)
 
 
-def test_reading_minutes_follow_the_stated_pace():
-    from companion.glue import reading_minutes
+def test_reading_minutes_follow_a_learners_pace_rounded_up():
+    from companion.glue import exact_minutes, reading_minutes
 
-    assert reading_minutes(2000, 250) == 25  # the limits read in about 25 minutes
+    assert exact_minutes(150, 0) == 1.0  # 150 words a minute
+    assert exact_minutes(0, 6) == 1.0  # 6 lines of code a minute, 10 seconds a line
+    assert exact_minutes(1500, 120) == 30.0
+    assert reading_minutes(1500, 120) == 30  # a whole number of 5 minutes stays as it is
+    assert reading_minutes(1500, 121) == 35  # rounded up: never less time than it takes
     assert reading_minutes(0, 0) == 5  # never "about 0 minutes"
-    assert reading_minutes(3000, 0) == 15
+    # The former pace (200 words, 15 lines a minute) said 25 minutes for 2,000 words and
+    # 250 lines; careful readers took about twice as long, and so does this pace.
+    assert reading_minutes(2000, 250) == 55
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", None, True])
+def test_exact_minutes_takes_counts_only(bad):
+    from companion.glue import exact_minutes
+
+    with pytest.raises(ValueError, match="words"):
+        exact_minutes(bad, 0)
+    with pytest.raises(ValueError, match="lines"):
+        exact_minutes(0, bad)
 
 
 def test_glue_reading_time_checks_its_argument_and_skips_a_missing_source(monkeypatch, tmp_path):
