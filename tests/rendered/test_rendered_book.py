@@ -253,20 +253,79 @@ def test_the_short_answer_is_on_the_first_screen(browser, site, page):
 
 
 def test_the_field_guide_fits_the_page_and_shows_every_proof_link(browser, site):
-    # Its entries are definition lists, not a five-column table that ran off the page at
-    # 1280 px and hid the proof links.
+    # One section per entry (each with its own address), not a five-column table that ran
+    # off the page at 1280 px and hid the proof links.
     open_page(browser, f"{site}/{html_path('book/field_guide')}")
     article = browser.find_element(By.CSS_SELECTOR, "article.bd-article")
     overflow = browser.execute_script("return arguments[0].scrollWidth - arguments[0].clientWidth",
                                       article)
     assert overflow <= 0, f"the field guide is {overflow}px wider than its column"
     right = browser.execute_script("return arguments[0].getBoundingClientRect().right", article)
-    entries = browser.find_elements(By.CSS_SELECTOR, "article dl dd")
-    assert len(entries) >= 14, f"{len(entries)} entries"
+    entries = browser.find_elements(By.CSS_SELECTOR, "#the-pairs > section")
+    assert len(entries) >= 18, f"{len(entries)} entries"
     for entry in entries:
-        proofs = [a for a in entry.find_elements(By.CSS_SELECTOR, "a")
-                  if "Proof:" in entry.text and re.search(r"/0[1-6]_\w+\.html#", a.get_attribute("href"))]
-        assert proofs, f"an entry without a link to its proof: {entry.text[:60]!r}"
-        for link in proofs:
+        proof = [p for p in entry.find_elements(By.TAG_NAME, "p") if p.text.startswith("Proof:")]
+        links = [a for p in proof for a in p.find_elements(By.TAG_NAME, "a")
+                 if re.search(r"/0[1-6]_\w+\.html#", a.get_attribute("href") or "")]
+        assert links, f"an entry without a link to its proof: {entry.text[:60]!r}"
+        for link in links:
             box = browser.execute_script("return arguments[0].getBoundingClientRect().right", link)
             assert link.is_displayed() and box <= right, f"a proof link off the page: {link.text}"
+
+
+# What runs past its column at 1280 px: a code block or output that scrolls sideways (its
+# scrollWidth beyond its clientWidth), a table, a formula or an image whose right edge passes
+# the article's. Collapsed cells (setup code, solutions) are opened first: their 88 columns
+# must fit as well as the others'.
+OVERFLOW = """
+const article = document.querySelector('article.bd-article');
+document.querySelectorAll('details').forEach(d => { d.open = true; });
+const edge = article.getBoundingClientRect().right;
+const found = [];
+const where = el => (el.textContent || el.getAttribute('src') || '').trim().slice(0, 50);
+for (const el of article.querySelectorAll('pre')) {
+  const over = el.scrollWidth - el.clientWidth;
+  if (over > 0) found.push(`code block ${over}px too wide: ${where(el)}`);
+}
+for (const el of article.querySelectorAll('mjx-container[display="true"]')) {
+  const over = el.scrollWidth - el.clientWidth;  // MathJax clips a wide display formula
+  if (over > 1) found.push(`formula ${over}px too wide: ${where(el.parentElement)}`);
+}
+for (const el of article.querySelectorAll('table, mjx-container, img, dl')) {
+  const over = Math.round(el.getBoundingClientRect().right - edge);
+  if (over > 0) found.push(`${el.tagName.toLowerCase()} ${over}px past the column: ${where(el)}`);
+}
+const page = article.scrollWidth - article.clientWidth;
+if (page > 0) found.push(`the article scrolls sideways by ${page}px`);
+return found;
+"""
+
+
+@pytest.mark.parametrize("page", [
+    pytest.param(page, marks=pytest.mark.xfail(
+        reason="issue 21: the reconcile page's central identity is cut off; its fix belongs "
+               "to that page's rework", strict=False)) if page == RECONCILE_PAGE else page
+    for page in PAGES])
+def test_nothing_runs_off_the_page_at_1280_px(browser, site, page):
+    try:
+        browser.set_window_size(1280, 1000)
+        open_page(browser, f"{site}/{html_path(page)}")
+        time.sleep(0.3)  # the theme animates opened details
+        found = browser.execute_script(OVERFLOW)
+    finally:
+        browser.set_window_size(1280, 1000)
+    assert not found, f"{page} at 1280 px:\n" + "\n".join(found)
+
+
+def test_every_field_guide_entry_has_its_own_address(browser, site):
+    # A reader can link to one entry: each is a section with an id, and the link lands on it.
+    open_page(browser, f"{site}/{html_path('book/field_guide')}")
+    ids = browser.execute_script(
+        "return [...document.querySelectorAll('#the-pairs > section')].map(s => s.id)")
+    assert len(ids) >= 18 and len(set(ids)) == len(ids) and all(ids), ids
+    for wanted in ("val-loss-lower-than-loss", "an-accumulated-loss-k-times-larger"):
+        assert wanted in ids, f"no entry #{wanted}: {ids}"
+    open_page(browser, f"{site}/{html_path('book/field_guide')}#{ids[-1]}")
+    top = browser.execute_script(
+        "return document.getElementById(arguments[0]).getBoundingClientRect().top", ids[-1])
+    assert 0 <= top < 200, f"the link to #{ids[-1]} does not land on it (top at {top}px)"
