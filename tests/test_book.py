@@ -597,3 +597,13 @@ def test_one_setup_bar_before_the_short_answer(notebook):
                if c.cell_type == "markdown" and SHORT_ANSWER in c.source)
     bars = [c for c in notebook_cells[:box] if c.cell_type == "code" and HIDING_TAGS & tags(c)]
     assert len(bars) == 1, f"{notebook.name}: {len(bars)} collapsed bars above the short answer"
+
+
+@pytest.mark.parametrize("notebook", READER_FIRST_NOTEBOOKS, ids=READER_FIRST)
+def test_no_tooling_comments_or_history_on_the_page(notebook):
+    # The page teaches; a formatter's directive or the chapter's own history is noise to a reader.
+    notebook_cells = nbformat.read(notebook, as_version=4).cells
+    code = "\n".join(c.source for c in notebook_cells if c.cell_type == "code")
+    text = "\n".join(c.source for c in notebook_cells if c.cell_type == "markdown")
+    assert not re.search(r"#\s*fmt:\s*(skip|off|on)", code), f"{notebook.name}: # fmt: comments"
+    assert not re.search(r"earlier version of this (chapter|page)", text, re.IGNORECASE)
