@@ -23,8 +23,9 @@ Not yet: the answer should be a number of steps, an int; got a float.
 False
 
 The checks are for self-study: the expected values are computed here, where anyone can read
-them. A judge that trains a model (chapters 2 and 4) leaves the global random generators as
-it found them, so the cells after a check draw what they would have drawn without it.
+them. A check leaves Python's, NumPy's and PyTorch's global generators as it found them; a
+judge that builds a model with the chapter's ``make_model`` seeds Keras as that function
+always does.
 """
 
 from __future__ import annotations
