@@ -86,6 +86,8 @@ def _name(value) -> str:
 
 
 def _got(what: str, value, subject: str = "the answer") -> NotYet:
+    if value is Ellipsis:  # the student edition's `answer = ...`, not yet replaced
+        return NotYet(f"{subject} should be {what}: write it in place of the placeholder `...`.")
     return NotYet(f"{subject} should be {what}; got {_name(value)}.")
 
 
