@@ -27,7 +27,7 @@ export TF_ENABLE_ONEDNN_OPTS := 0
 export PYTHONHASHSEED := 0
 export CUDA_VISIBLE_DEVICES :=
 
-.PHONY: help setup book test test-unit test-notebooks test-threads test-book test-minimum browser bench editions sync constraints clean distclean
+.PHONY: help setup book test test-unit test-notebooks test-threads test-book test-minimum browser bench editions release sync constraints clean distclean
 # The checks of `make test` run one after the other, even under make -j.
 .NOTPARALLEL:
 
@@ -148,9 +148,19 @@ browser: ## install Chromium and chromedriver for the browser test (Debian/Ubunt
 
 # The Colab editions (colab/book/) and student editions (colab/exercises/) of the chapters, from
 # the executed notebooks and _config.yml; REPOSITORY=https://github.com/OWNER/NAME first rewrites
-# repository.url in _config.yml (a fork), so setup cells, links and launch buttons follow it.
+# repository.url and html.baseurl (its GitHub Pages site) in _config.yml, and CITATION.cff (a
+# fork), so setup cells, links, launch buttons and the published book's address follow it.
 editions: $(STAMP) ## regenerate colab/ (the Colab and student editions); REPOSITORY=URL retargets a fork
 	$(PY) tools/make_editions.py $(if $(REPOSITORY),--repository $(REPOSITORY))
+
+# An edition of the course (CHANGELOG.md): VERSION=YYYY.N written everywhere, colab/ regenerated
+# to install the tag vYYYY.N, a commit, the editions' tests, then the annotated tag on that
+# commit (tools/release.py). Run it on a clean, up-to-date main; then git push origin main vYYYY.N.
+release: $(STAMP) ## VERSION=2026.2: release an edition (version everywhere, colab/, commit, tag v2026.2)
+	@test -n "$(VERSION)" || { echo "Usage: make release VERSION=YYYY.N (see CHANGELOG.md)"; exit 1; }
+	$(PY) tools/release.py prepare $(VERSION)
+	$(PY) -m pytest -q tests/test_editions.py
+	$(PY) tools/release.py tag
 
 sync: $(STAMP) ## regenerate book/NN_*.ipynb from the .md and execute it (NB=book/01_x.md for one)
 	@test -n "$(strip $(NB))" || { echo "No notebook sources to sync"; exit 1; }

@@ -13,5 +13,5 @@ from companion.reproducibility import _quiet_frameworks, seed_everything
 # environment variables, so it costs nothing here.
 _quiet_frameworks()
 
-__version__ = "0.1.0"
+__version__ = "2026.1"
 __all__ = ["seed_everything", "__version__"]

