@@ -533,18 +533,33 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _03_3(answer, *, epoch_logits, y_val) -> str:
+def _03_3(answer, *, val_logits, y_val) -> str:
+    what = ("a pair (before, after), each a triple (losses, accuracies, ECEs) with one value "
+            "per twin")
+    logits, labels = _data(val_logits, "val_logits"), _data(y_val, "y_val")
+    if logits.ndim != 4 or labels.ndim != 1 or logits.shape[2] != len(labels):
+        raise _needs("val_logits", "epochs x twins x images x classes, for y_val")
+    finals, labels = logits[-1], labels.astype(int)
+    per_twin = f"{len(finals)} numbers, one per twin"
+    before, after = (
+        tuple([_real(v, "a number", "each value") for v in
+               _items(values, per_twin, len(finals), subject="each of losses, accuracies, ECEs")]
+              for values in _items(part, "a triple (losses, accuracies, ECEs)", 3,
+                                   subject="each item"))
+        for part in _items(answer, what, 2))
+    for twin, final in enumerate(finals):
+        try:
+            _03_3_twin(final, labels, tuple(v[twin] for v in before),
+                       tuple(v[twin] for v in after))
+        except NotYet as hint:
+            raise NotYet(f"twin {twin}: {hint}") from None
+    return "dividing all logits by one T > 0 keeps every argmax; only the confidence changes."
+
+
+def _03_3_twin(final, labels, before, after) -> None:
+    """One twin's (loss, accuracy, ECE) at T = 1 and at the T picked on the first half."""
     from companion import calibration
 
-    what = "a pair ((loss, accuracy, ECE) at T = 1, (loss, accuracy, ECE) at your T)"
-    before, after = (
-        tuple(_real(v, "a number", "each of loss, accuracy and ECE")
-              for v in _items(part, "a triple (loss, accuracy, ECE)", 3, subject="each item"))
-        for part in _items(answer, what, 2))
-    logits, labels = _data(epoch_logits, "epoch_logits"), _data(y_val, "y_val")
-    if logits.ndim != 3 or labels.ndim != 1 or logits.shape[1] != len(labels):
-        raise _needs("epoch_logits", "epochs x images x classes, for y_val")
-    final, labels = logits[-1], labels.astype(int)
     half = len(labels) // 2
     first, second = slice(0, half), slice(half, None)
 
@@ -574,9 +589,9 @@ def _03_3(answer, *, epoch_logits, y_val) -> str:
         if abs(before[1] - 100 * at_one[1]) <= 1e-6:
             raise NotYet("give the accuracy as a fraction, not per cent.")
         raise NotYet("at T = 1 these are not the numbers of the last epoch's logits on the "
-                     "second half: recompute them from epoch_logits[-1].")
+                     "second half: recompute them from val_logits[-1].")
     if any(same(after, report(second, t)) for t in chosen(first)):
-        return "dividing all logits by one T > 0 keeps every argmax; only the confidence changes."
+        return
     if abs(after[1] - before[1]) > 1e-6:
         raise NotYet("the accuracy changed: divide the logits (not the probabilities) by T > 0.")
     if any(same(after, report(second, t)) for t in chosen(second)):
@@ -806,8 +821,8 @@ EXERCISES: dict[str, Exercise] = {
     "03.1": Exercise("(p, smallest batch size with a predicted scatter of at most 0.01)", _03_1,
                      ("train_right",)),
     "03.2": Exercise("a function of C returning the floor, e.g. lambda C: ...", _03_2),
-    "03.3": Exercise("((loss, acc, ECE) at T = 1, (loss, acc, ECE) at your T), second half",
-                     _03_3, ("epoch_logits", "y_val")),
+    "03.3": Exercise("((losses, accs, ECEs) at T = 1, (the same) at each twin's T), 2nd half",
+                     _03_3, ("val_logits", "y_val")),
     "04.1": Exercise("the accumulated model's weights, accumulating.get_weights()", _04_1,
                      ("make_model", "x", "y", "BATCH")),
     "04.2": Exercise("(largest stable SGD rate on the mean, on the sum), two floats", _04_2,
