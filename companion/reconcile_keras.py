@@ -98,7 +98,7 @@ class _FitWatch:
         self.inference = None  # the traced step's inference-mode loss, for on_loss
         self.epochs = []  # one dict of measurements per epoch that ran
         self.current = None
-        self._measure = tf.function(self._measure_batch, reduce_retracing=True)
+        self._measure = tf.function(self._measure_batch, reduce_retracing=True, autograph=False)
         self.keras = keras
 
     # --- inside fit's traced steps ----------------------------------------------------------
@@ -325,7 +325,7 @@ def _check_fit(model, x, y, epoch, criterion, fit_kwargs) -> dict:
     # fit converts float arrays to Keras' float type, and trains on the part of x before
     # validation_split's tail (when no validation_data is given).
     floatx = keras.config.floatx()
-    x_array, y_array = (a.astype(floatx) if np.issubdtype(a.dtype, np.floating) else a
+    x_array, y_array = (a.astype(floatx, copy=False) if np.issubdtype(a.dtype, np.floating) else a
                         for a in (x_array, y_array))
     split = fit_kwargs.get("validation_split") or 0.0
     if split and fit_kwargs.get("validation_data") is None:

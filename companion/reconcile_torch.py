@@ -49,9 +49,9 @@ target)`` take):
 ``validate(inputs, target, loss, prediction=None, *, ...)`` and ``end_validation(logged)``
     each batch of a validation pass and its logged ``val_loss``, for :class:`ValidationGap`.
 
-``result(epoch=-1)``
+``result(epoch=-1, *, history=None, check=True)``
     the :class:`Reconciliation` of that epoch, ``epochs`` holding every epoch; raises
-    :class:`ReconciliationError` if a part does not add up.
+    :class:`ReconciliationError` if a part does not add up (``check=False``: returns it).
 
 >>> import torch
 >>> model = torch.nn.Linear(3, 1)
@@ -284,10 +284,11 @@ class Recorder:
             raise RuntimeError("end_validation() needs a recorded training epoch")
         target["validation"] = record
 
-    def result(self, epoch: int = -1, *, history=None, check_residuals_: bool = True):
+    def result(self, epoch: int = -1, *, history=None, check: bool = True):
         """The :class:`Reconciliation` of ``epoch`` (0-based, negative from the end) with
         every recorded epoch in ``epochs``; ``history`` is kept as the result's ``history``
-        (default: a :class:`History` of the logged numbers)."""
+        (default: a :class:`History` of the logged numbers). Raises
+        :class:`ReconciliationError` if a part does not add up, unless ``check=False``."""
         if not self._epochs:
             raise RuntimeError("result() needs an ended epoch: call end_epoch(logged) first")
         missing = [k for k, e in enumerate(self._epochs) if e["logged"] is None]
@@ -299,7 +300,7 @@ class Recorder:
         epochs = tuple(self._reconcile(k, e, history) for k, e in enumerate(self._epochs))
         index = _epoch_index(epoch, len(epochs))
         chosen = replace(epochs[index], epochs=epochs)
-        if check_residuals_:
+        if check:
             check_residuals(chosen)
         return chosen
 

@@ -154,3 +154,34 @@ def test_to_dict_round_trips_through_json():
     assert back.validation.parts == r.validation.parts
     with pytest.raises(ValueError, match="keys"):
         Reconciliation.from_dict({"logged": 1.0})
+
+
+def test_plot_draws_the_waterfall():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = steps_by_hand()
+    share = np.array([0.4, 0.4, 0.2])
+    r = decompose(steps, logged=float(np.mean([2.0, 1.6, 3.0])),
+                  evaluated=float(share @ [0.7, 0.6, 1.2]), average="mean",
+                  criterion_differs=True)
+    ax = r.plot(xlabel="loss (MSE)")
+    bars = ax.patches
+    assert len(bars) == len(r.parts) + 2  # evaluated, each part, logged
+    # Each part's bar starts where the previous one ended; the last ends at logged.
+    ends = [bar.get_x() + bar.get_width() for bar in bars[:-1]]
+    assert all(math.isclose(bars[k + 1].get_x(), ends[k], abs_tol=1e-12)
+               for k in range(len(bars) - 2))
+    assert math.isclose(ends[-1], r.logged - r.residual, abs_tol=1e-9)
+    assert math.isclose(bars[-1].get_width(), r.logged)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0] == "evaluated" and labels[-1] == "logged"
+    assert labels[1] == max(r.parts, key=lambda p: abs(r.parts[p]))
+    assert ax.get_xlabel() == "loss (MSE)" and ax.get_title()
+    with pytest.raises(TypeError, match="result"):
+        from companion.plotting import plot_reconciliation
+
+        plot_reconciliation("r")
+    plt.close("all")
