@@ -363,9 +363,8 @@ def _part_lines(parts, *, average, criterion) -> list[str]:
 
 def _residual_words(residual: float, logged: float) -> str:
     """The residual against the named tolerance, never its own size (which depends on the
-    CPU's kernels): below it is float rounding; above it, the tools raise."""
-    if residual == 0:
-        return "0 (bit-identical)"
+    CPU's kernels, even whether it is exactly 0): below it is float rounding; above it, the
+    tools raise."""
     bound = TOLERANCE * max(1.0, abs(logged))
     if abs(residual) <= bound:
         return f"below {TOLERANCE:g} x max(1, |logged|) (float rounding)"
