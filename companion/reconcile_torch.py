@@ -22,7 +22,9 @@ target)`` take):
     ``model(inputs)``); ``denominator(prediction, target)``: what ``loss_fn`` divides its sum
     by (inferred for ``torch.nn`` losses: elements, or the kept targets' class weights with
     ``weight=``/``ignore_index``; the batch size otherwise); ``data``: batches ``(inputs,
-    target)`` to evaluate the epoch's last weights on (default: the epoch's own batches).
+    target)`` to evaluate the epoch's last weights on (default: the epoch's own batches, kept
+    as references until ``end_epoch``: one epoch's data; with ``data=`` and no moving
+    statistics none are kept).
 
 ``before(inputs, target, *, size=None)``
     before the forward pass, at the step's weights ``w_t`` (before ``optimizer.step()``): an
