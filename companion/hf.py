@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 
 from companion import _validation as check
@@ -97,8 +98,10 @@ class _Explain:
         check.function("loss_fn", loss_fn, "loss_fn(logits, labels)")
         check.function("denominator", denominator, "denominator(logits, labels)")
         self.trainer, self.model = trainer, trainer.model
-        self._recorder = Recorder(self.model, loss_fn=loss_fn, denominator=denominator,
-                                  forward=_logits)
+        # One recorder a logging window: each window is explained once, when it is logged.
+        self._new_recorder = lambda: Recorder(self.model, loss_fn=loss_fn,
+                                              denominator=denominator, forward=_logits)
+        self._recorder = self._new_recorder()
         self._windows = []  # one Reconciliation per logged loss
         self._counted = []  # per micro-batch of the open window: (step, N, tokens)
         self._last_logged, self._busy = 0, False
@@ -123,8 +126,9 @@ class _Explain:
         scaled = items is not None if scaled is None else scaled
         steps = getattr(self.trainer, "current_gradient_accumulation_steps",
                         self.trainer.args.gradient_accumulation_steps)
-        loss = output["loss"].detach()
-        logits, labels = output["logits"].detach(), kwargs["labels"]
+        loss, logits = (output["loss"], output["logits"]) if isinstance(output, Mapping) \
+            else output[:2]
+        loss, logits, labels = loss.detach(), logits.detach(), kwargs["labels"]
         tokens = float(self._recorder.denominator(logits, labels))
         with self._own_passes():
             if scaled:  # loss_m = token-loss sum / N: times N / tokens, m's own mean
@@ -153,6 +157,7 @@ class _Explain:
         with self._own_passes():
             self._recorder.end_epoch(logs["loss"])
             local = self._recorder.result(check_residuals_=False)
+        self._recorder = self._new_recorder()
         self._windows.append(explain_window(
             local.steps, logged=logs["loss"], optimizer_steps=optimizer_steps,
             counted=self._counted, window=len(self._windows)))
@@ -203,29 +208,30 @@ def explain_window(steps, *, logged: float, optimizer_steps: int, counted, windo
     counts = [s.count for s in steps]
     evaluated = sum(c * (s.inference_end if math.isnan(s.final) else s.final)
                     for c, s in zip(counts, steps)) / sum(counts)
-    result = decompose(steps, logged=logged, evaluated=evaluated, average=rule, epoch=window,
-                       notes=_count_notes(counted))
-    return result
+    return decompose(steps, logged=logged, evaluated=evaluated, average=rule, epoch=window,
+                     notes=_count_notes(steps, counted, optimizer_steps))
 
 
-def _count_notes(counted) -> tuple[str, ...]:
-    """Where the Trainer's token count N is not the count the loss averages over, say by how
-    much: the logged loss and the gradient are scaled by their ratio."""
-    steps = {}
-    for step, scaled, items, tokens in counted:
+def _count_notes(steps, counted, optimizer_steps: int) -> tuple[str, ...]:
+    """Where the Trainer's token count ``N`` is not what the loss averages over (``t``), each
+    step's logged value is ``t / N`` of its token mean: say how much of the averaging rule's
+    part that is."""
+    totals = {}  # optimizer step -> [N, t, sum of the reported values]
+    for s, (step, scaled, items, tokens) in zip(steps, counted):
         if scaled:
-            total = steps.setdefault(step, [items, 0.0])
+            total = totals.setdefault(step, [items, 0.0, 0.0])
             total[1] += tokens
-    off = [(n, t) for n, t in steps.values() if n != t]
+            total[2] += s.reported
+    off = {step: v for step, v in totals.items() if v[0] != v[1]}
     if not off:
         return ()
-    ratio = sum(t / n for n, t in off) / len(off)
-    return (f"num_items_in_batch counted {sum(n for n, _ in off):g} labels where the loss "
-            f"averages over {sum(t for _, t in off):g} predicted ones (it counts each row's "
-            f"first label, which a causal LM never predicts: transformers 5.25 does so for a "
-            f"model whose loss_type is None, e.g. GPT2LMHeadModel): the logged loss is "
-            f"{ratio:.4f} of the token mean, on average over {len(off)} step(s), and so is "
-            "the gradient",)
+    share = sum(value * (1 - n / t) for n, t, value in off.values()) / optimizer_steps
+    return (f"num_items_in_batch counted {sum(v[0] for v in off.values()):g} labels where the "
+            f"loss averages over {sum(v[1] for v in off.values()):g} predicted ones: it counts "
+            "each row's first label, which a causal LM never predicts (transformers 5.25, a "
+            "model whose loss_type is None, e.g. GPT2LMHeadModel), so each step logged t/N of "
+            f"its token mean and its gradient was as much smaller; {share:+.4f} of the "
+            "averaging rule's part comes from this count",)
 
 
 def refuse_what_cannot_be_explained(trainer) -> None:
@@ -259,4 +265,5 @@ def _inputs(kwargs) -> dict:
 
 
 def _logits(model, inputs):
-    return model(**inputs)["logits"]
+    output = model(**inputs)
+    return output["logits"] if isinstance(output, Mapping) else output[0]

@@ -40,6 +40,7 @@ import math
 import os
 import secrets
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 
 from companion import _validation as check
@@ -103,18 +104,26 @@ class _Explain:
         if stage != "fit":
             return
         refuse_what_cannot_be_explained(trainer, pl_module)
-        from companion.reconcile_torch import Recorder
-
-        self._recorder = Recorder(pl_module, loss_fn=self.loss_fn, criterion=self.criterion,
-                                  forward=self.forward)
+        self._recorder = self._new_recorder(pl_module)
         self._epochs, self._sync = [], {}
 
+    def _new_recorder(self, pl_module):
+        # One recorder an epoch: each epoch is explained once, at its end, then let go.
+        from companion.reconcile_torch import Recorder
+
+        return Recorder(pl_module, loss_fn=self.loss_fn, criterion=self.criterion,
+                        forward=self.forward)
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._recorder is None:  # not fitting
+            return
         inputs, target = self.split(batch)
         self._recorder.before(inputs, target, size=_batch_size(batch))
         self._stepping = True
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if not self._stepping:
+            return
         # Lightning divides the step's loss by accumulate_grad_batches before backward();
         # the log holds it undivided.
         self._recorder.after(loss.detach() * trainer.accumulate_grad_batches)
@@ -127,28 +136,31 @@ class _Explain:
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
-        if trainer.sanity_checking or self.val_logged is None:
+        if trainer.sanity_checking or self.val_logged is None or self._recorder is None:
             return
         if dataloader_idx:
             raise ValueError("val_logged can be explained for one validation dataloader, got "
                              f"a batch of dataloader {dataloader_idx}: pass val_logged=None")
         inputs, target = self.split(batch)
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is None:  # validation_step returned nothing: its loss, recomputed
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if getattr(loss, "ndim", None) != 0:  # validation_step returned no loss: recomputed
             loss = self.loss_fn((self.forward or _call)(pl_module, inputs), target)
         self._recorder.validate(inputs, target, loss, size=_batch_size(batch))
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or self.val_logged is None:
+        if trainer.sanity_checking or self.val_logged is None or self._recorder is None:
             return
         self._sync[self.val_logged] = _logged_with_sync(trainer, self.val_logged)
         self._recorder.end_validation(_logged(trainer, self.val_logged), average="size-weighted")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._recorder is None:
+            return
         self._sync[self.logged] = _logged_with_sync(trainer, self.logged)
         logged = _logged(trainer, self.logged)
         self._recorder.end_epoch(logged)
         local = self._recorder.result(check_residuals_=False)
+        self._recorder = self._new_recorder(pl_module)
         mine = {"steps": [asdict(s) for s in local.steps], "logged": logged,
                 "validation": None}
         if local.validation is not None:
@@ -270,7 +282,7 @@ def refuse_what_cannot_be_explained(trainer, pl_module) -> None:
         raise ValueError("automatic_optimization=False cannot be explained by the callback: with "
                          "manual optimization, call companion.reconcile_torch.Recorder in "
                          "training_step")
-    if trainer.val_check_interval != 1.0:
+    if not (isinstance(trainer.val_check_interval, float) and trainer.val_check_interval == 1.0):
         raise ValueError(f"val_check_interval={trainer.val_check_interval!r} cannot be explained: "
                          "validation must run once, at the end of the epoch (1.0)")
 

@@ -270,6 +270,7 @@ def test_ddp_with_distributed_sampler_dropout_and_validation(tmp_path):
 @pytest.mark.parametrize("setting, name", [
     ({"precision": "bf16-mixed"}, "precision"),
     ({"val_check_interval": 0.5}, "val_check_interval"),
+    ({"val_check_interval": 2}, "val_check_interval"),  # every 2 training batches
 ])
 def test_refuses_what_it_cannot_replay_before_training(setting, name):
     module = Tiny()
