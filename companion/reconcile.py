@@ -237,17 +237,21 @@ class Reconciliation:
     notes: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        penalty = ("" if self.end_penalty == 0 or self.name != "loss" else
-                   f" (evaluate() adds the penalty, {self.end_penalty:.4f})")
         lines = [f"{self.name} of epoch {self.epoch} (0-based): logged {self.logged:.4f} = "
                  f"evaluated {self.evaluated:.4f} + parts + residual",
                  "  evaluated: the epoch's last weights, inference mode, unweighted, "
-                 f"no penalty{penalty}"]
-        if self.criterion != "the training loss":
-            lines.append(f"  criterion: {self.criterion}")
+                 "no penalty"]
+        if self.end_penalty and self.name == "loss":
+            lines.append(f"    (evaluate() adds the penalty of those weights, "
+                         f"{self.end_penalty:.4f})")
+        if self.criterion not in ("the training loss", "the metric"):
+            lines += textwrap.wrap(f"criterion: {self.criterion}", 86, initial_indent="  ",
+                                   subsequent_indent="    ")
         lines += _part_lines(self.parts, average=self.average, criterion=self.criterion)
         lines.append(f"  {'residual':<32}{_residual_words(self.residual, self.logged)}")
-        lines += [f"  note: {note}" for note in self.notes]
+        for note in self.notes:
+            lines += textwrap.wrap(f"note: {note}", 86, initial_indent="  ",
+                                   subsequent_indent="    ")
         return "\n\n".join(["\n".join(lines), *(str(m) for m in self.metrics.values())])
 
     def plot(self, *, ax=None, title: str | None = None, xlabel: str | None = None):

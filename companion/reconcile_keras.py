@@ -1,262 +1,299 @@
-"""Explain the loss ``model.fit`` logged (Keras): interim port of the earlier replay.
+"""Explain the loss ``model.fit`` logged, every epoch of one run (Keras, TensorFlow backend).
 
->>> explain_fit  # doctest: +ELLIPSIS
-<function explain_fit at ...>
+:func:`explain_fit` takes exactly ``fit``'s arguments and trains the model as that call
+would (same weights, same ``History``). Inside each of ``fit``'s own traced training steps it
+measures, at the weights the step started from, an inference-mode pass and the step's loss
+terms (penalty, weighted and unweighted loss of the step's own training-mode prediction); at
+each epoch's end, before any other callback, the epoch's last weights on the training data;
+and in each validation step the same terms of ``val_loss``. The measurements run in the
+compiled step itself (XLA included), so the cost is a fraction of a step. The private Keras
+names this needs sit in :mod:`companion.keras_internals`.
+
+>>> import keras, numpy as np
+>>> keras.utils.set_random_seed(0)
+>>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.5),
+...                           keras.layers.Dense(1)])
+>>> model.compile(optimizer="sgd", loss="mse")
+>>> r = explain_fit(model, np.ones((10, 3)), np.ones((10, 1)), batch_size=4, epochs=2,
+...                 verbose=0)
+>>> list(r.parts)
+['penalty', 'sample weighting', 'training-mode layers', 'weights moved during the epoch']
+>>> r.logged == r.history.history["loss"][-1], len(r.epochs), abs(r.residual) < 1e-6
+(True, 2, True)
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from companion import _validation as check
-from companion import reconcile
+from companion import keras_internals as internals
 from companion.batching import batches
-from companion.reconcile import Reconciliation, ReconciliationError, Step, decompose
-from companion.reconcile_torch import _epoch_index
+from companion.reconcile import (ReconciliationError, Step, check_residuals, decompose,
+                                 decompose_metric, validation_gap)
 from companion.versions import require
 
 __all__ = ["explain_fit"]
 
+# Terms measured in each step, in this order, in one float64 vector.
+_TERMS = ("reported", "penalty", "weighted", "train", "criterion", "inference", "count")
+# Rows of the training data measured per call at the epoch's end.
+_CHUNK = 4096
 
-# --- Keras --------------------------------------------------------------------------------------
 
+def explain_fit(model, x, y, *, epoch: int = -1, criterion=None, **fit_kwargs):
+    """Run ``model.fit(x, y, **fit_kwargs)`` and split each epoch's logged loss into its parts.
 
-def explain_fit(model, x, y, *, epoch: int = -1, **fit_kwargs) -> Reconciliation:
-    """Run ``model.fit(x, y, **fit_kwargs)`` and split one epoch's logged loss into its parts.
-
-    The model is trained exactly as that call would train it (same weights afterwards, same
-    ``History``, returned as ``history``). ``epoch`` picks the explained epoch: 0-based in the
-    history, or negative from the end (default: the last). ``x`` and ``y`` must be arrays;
-    ``validation_data``/``validation_split`` are passed through but not explained.
-    ``evaluated`` is the unweighted mean per-sample loss of the final weights in inference
-    mode over the training samples (``validation_split``'s tail left out); it excludes
-    ``model.losses``, which ``model.evaluate()`` adds.
+    Returns the :class:`~companion.reconcile.Reconciliation` of ``epoch`` (0-based in the
+    history, negative from the end: default the last epoch that ran, EarlyStopping included),
+    with every epoch in ``epochs``, ``validation`` the gap to ``val_loss`` when
+    ``validation_data`` or ``validation_split`` is given, and ``history`` fit's ``History``.
+    ``x`` and ``y`` must be arrays. ``evaluated`` is the criterion's mean per sample over the
+    training samples (``validation_split``'s tail left out) at the epoch's last weights, in
+    inference mode, without weights or penalty; ``criterion`` (a Keras loss or its name) is by
+    default the compiled loss, without its label smoothing.
 
     Each compiled metric is explained the same way, in ``metrics[name]``, without a penalty.
-    Raises ``ValueError`` or ``TypeError``, naming the argument, for what it cannot replay:
-    before training, or, for a layer whose random draws do not come from its seed states, in
-    the explained epoch. Raises :class:`ReconciliationError` after training when ``|residual|``
-    exceeds ``TOLERANCE * max(1, |logged|)`` for the loss or a metric.
+    Refuses, before any training and by name, what it cannot measure, saying what to pass
+    instead. Raises :class:`~companion.reconcile.ReconciliationError` after training when
+    ``|residual|`` exceeds ``TOLERANCE * max(1, |logged|)``, or when ``epoch`` did not run;
+    its ``result`` then holds every epoch that did.
     """
     require("keras")
-    run = _check_fit(model, x, y, epoch, fit_kwargs)
-    watch = _FitWatch(model, keras_epoch=run["initial_epoch"] + run["index"])
-    with watch.recording_batches():
-        history = model.fit(x, y, **{**fit_kwargs, "callbacks": [*run["callbacks"],
-                                                                   watch.callback()]})
-    if not watch.steps:
-        raise ReconciliationError(f"fit stopped before epoch {run['index']} (0-based) ran: "
-                                  "a callback ended training early; explain an earlier epoch")
-    return watch.reconcile(history, run["index"], run["x"], run["y"], run["batch_size"])
+    run = _check_fit(model, x, y, epoch, criterion, fit_kwargs)
+    watch = _FitWatch(model, run)
+    with internals.step_hooks(model, before_train=watch.before_train, on_loss=watch.on_loss):
+        history = model.fit(x, y, **{**fit_kwargs,
+                                     "callbacks": [watch.callback(), *run["callbacks"]]})
+    return watch.result(history, epoch)
 
 
 class _FitWatch:
-    """Watches one epoch of ``fit``: records each step's batch and replays the step at its own
-    weights and random draws, then measures the final weights."""
+    """The measurements of one ``fit``: in-graph terms per step, read by a callback; the
+    epoch's end measured by the same callback, before the others run."""
 
-    def __init__(self, model, *, keras_epoch: int):
-        self.model = model
-        self.keras_epoch = keras_epoch
-        self.watching = False
-        self.batch = None  # (x, y, sample_weight) of the running step, recorded inside it
-        self.state = None  # the model's variables (seed states included) when the step began
-        self.steps = []  # per step: its size and its replayed terms
-        self.running = []  # per step: the running epoch loss fit logged after it
-        self.batches = []  # the explained epoch's batches, to measure the final weights on
-        self.metric_states = {}  # one state of the compiled metrics per replayed quantity
-
-    # The batch of a step exists only inside fit's compiled step function, so a wrapper around
-    # train_step hands it to Python; fit runs the same computation as without the wrapper.
-    @contextlib.contextmanager
-    def recording_batches(self):
+    def __init__(self, model, run: dict):
         import keras
         import tensorflow as tf
 
-        model, train_step = self.model, self.model.train_step
+        self.model, self.run, self.tf = model, run, tf
+        self.loss = internals.compiled_loss(model)
+        self.criterion = run["criterion"] or self.loss
+        self.metrics = internals.compiled_metrics(model)
+        self.seeds = internals.seed_variables(model)
+        self.statistics = internals.statistics_variables(model)
+        self.train_terms = tf.Variable(tf.zeros([len(_TERMS)], tf.float64), trainable=False)
+        self.val_terms = tf.Variable(tf.zeros([len(_TERMS)], tf.float64), trainable=False)
+        self.fresh = [] if self.metrics is None else internals.fresh_metric_state(self.metrics)
+        self.states = {key: [tf.Variable(v, trainable=False) for v in self.fresh]
+                       for key in ("weighted", "train", "inference")}
+        if self.statistics:  # the step's batch, for the moving statistics' part
+            self.captured = [tf.Variable(np.zeros((0,), a.dtype), shape=tf.TensorShape(None),
+                                         trainable=False)
+                             for a in (run["x"], run["y"])]
+        self.inference = None  # the traced step's inference-mode loss, for on_loss
+        self.epochs = []  # one dict of measurements per epoch that ran
+        self.current = None
+        self._measure = tf.function(self._measure_batch, reduce_retracing=True)
+        self.keras = keras
 
-        def record(*arrays):
-            if self.watching:
-                self.batch = [np.array(a) for a in arrays]
+    # --- inside fit's traced steps ----------------------------------------------------------
 
-        def recording_train_step(data):
-            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-            tensors = [x, y] + ([] if sample_weight is None else [sample_weight])
-            tf.numpy_function(record, tensors, [], stateful=True)
-            return train_step(data)
+    def before_train(self, x, y, sample_weight) -> None:
+        """At the step's weights, before its forward pass: an inference-mode pass, the seed
+        generators put back as they were (a layer might draw in inference mode)."""
+        tf = self.tf
+        seeds = [tf.identity(tf.convert_to_tensor(v)) for v in self.seeds]
+        prediction = internals.call(self.model, x, training=False)
+        for variable, value in zip(self.seeds, seeds):
+            variable.assign(value)
+        self.inference = self._criterion(y, prediction)
+        self._update("inference", y, prediction, None)
+        if self.statistics:
+            for variable, value in zip(self.captured, (x, y)):
+                variable.assign(value)
 
-        model.train_step = recording_train_step
-        model.train_function = None  # traced again, with the wrapper; and again after
-        try:
-            yield
-        finally:
-            del model.train_step
-            model.train_function = None
+    def on_loss(self, training, x, y, y_pred, sample_weight, total) -> None:
+        """Where the step computes its loss: the terms of its own prediction."""
+        tf = self.tf
+        train = self.loss(y, y_pred)
+        weighted = train if sample_weight is None else self.loss(y, y_pred, sample_weight)
+        criterion = train if self.run["criterion"] is None else self._criterion(y, y_pred)
+        inference = self.inference if training else criterion
+        count = tf.shape(y_pred)[0]
+        terms = [total, internals.penalty(self.model), weighted, train, criterion, inference,
+                 count]
+        vector = tf.stack([tf.cast(tf.reshape(t, []), tf.float64) for t in terms])
+        (self.train_terms if training else self.val_terms).assign(vector)
+        if training:
+            self._update("weighted", y, y_pred, sample_weight)
+            self._update("train", y, y_pred, None)
 
-    def callback(self):
-        import keras
+    def _criterion(self, y, y_pred):
+        return self.criterion(y, y_pred)
 
-        return keras.callbacks.LambdaCallback(
-            on_epoch_begin=lambda epoch, logs: setattr(self, "watching",
-                                                       epoch == self.keras_epoch),
-            on_epoch_end=lambda epoch, logs: setattr(self, "watching", False),
-            on_train_batch_begin=self._step_begins,
-            on_train_batch_end=self._step_ends,
-        )
-
-    def _variables(self):
-        # model.variables holds the weights, batch-norm statistics and the state of every
-        # layer's SeedGenerator: everything a step's forward pass reads. Keras' global seed
-        # generator (used by keras.random calls without a seed) is saved as well, if it exists.
-        from keras.src.backend.common import global_state
-
-        generator = global_state.get_global_attribute("global_seed_generator")
-        extra = [] if generator is None else [generator.state]
-        return list(self.model.variables) + extra
-
-    def _read_state(self):
-        return [v.numpy() for v in self._variables()]
-
-    def _write_state(self, values):
-        for variable, value in zip(self._variables(), values, strict=True):
+    def _update(self, key, y, y_pred, sample_weight) -> None:
+        if self.metrics is None:
+            return
+        state = [v.read_value() for v in self.states[key]]
+        for variable, value in zip(self.states[key],
+                                   internals.metric_update(self.metrics, state, y, y_pred,
+                                                           sample_weight)):
             variable.assign(value)
 
-    def _step_begins(self, step, logs):
-        if self.watching:
-            self.state = self._read_state()
+    # --- the callback -----------------------------------------------------------------------
 
-    def _step_ends(self, step, logs):
-        if not self.watching:
-            return
-        x, y, *weights = self.batch
-        sample_weight = weights[0] if weights else None
-        inference, train, penalty = self._replay(x)
-        loss = self.model._compile_loss  # the loss object fit's step calls (without penalties)
-        self.steps.append((len(x), {"weighted": float(loss(y, train, sample_weight)),
-                                    "train": float(loss(y, train)),
-                                    "inference": float(loss(y, inference)),
-                                    "penalty": penalty}))
-        self.running.append(float(logs["loss"]))
-        self.batches.append((x, y))
-        self._update_metrics({"weighted": (y, train, sample_weight), "train": (y, train, None),
-                              "inference": (y, inference, None)})
+    def callback(self):
+        watch = self
 
-    def _replay(self, x):
-        """The step's predictions at its own w_t, in inference and in training mode, and its
-        penalty; fit's state is put back afterwards."""
-        model, live = self.model, self._read_state()
-        self._write_state(self.state)
-        inference = model(x, training=False)
-        self._write_state(self.state)  # the seeds fit's step started from: the same masks
-        train = model(x, training=True)
-        penalty = sum(float(np.sum(loss)) for loss in model.losses)
-        # A layer drawing from anything but its seed states would draw anew on a second pass.
-        self._write_state(self.state)
-        repeated = model(x, training=True)
-        self._write_state(live)
-        if not np.array_equal(np.asarray(repeated), np.asarray(train)):
-            message = self._unrepeatable(x)
-            self._write_state(live)
-            raise ValueError(message)
-        return inference, train, penalty
+        class Watch(self.keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                watch.begin_epoch()
 
-    def _unrepeatable(self, x) -> str:
-        """Name the first layer whose training-mode output differs between two replays."""
-        import keras
+            def on_train_batch_begin(self, batch, logs=None):
+                if watch.statistics:
+                    watch.current["statistics"].append([v.numpy() for v in watch.statistics])
 
-        model, culprit = self.model, f"a layer of {self.model.name!r}"
-        inputs = getattr(model, "inputs", None)
-        if inputs:  # a functional or Sequential model: replay its layers' outputs one by one
-            for layer in model.layers:
-                probe = keras.Model(inputs[0] if len(inputs) == 1 else inputs, layer.output)
-                self._write_state(self.state)
-                first = np.asarray(probe(x, training=True))
-                self._write_state(self.state)
-                if not np.array_equal(first, np.asarray(probe(x, training=True))):
-                    culprit = f"layer {layer.name!r} ({type(layer).__name__})"
-                    break
-        return (f"model: {culprit} draws random numbers that cannot be replayed (two "
-                "training-mode passes from the same seed states differ), so its effect cannot "
-                "be told apart from the weights' movement; draw them with keras.random and a "
-                "keras.random.SeedGenerator, as Keras' own layers do")
+            def on_train_batch_end(self, batch, logs=None):
+                watch.current["rows"].append(watch.train_terms.numpy())
+                watch.current["running"].append(float(logs["loss"]))
+                if watch.statistics:
+                    watch.current["batches"].append(tuple(v.numpy() for v in watch.captured))
 
-    def _update_metrics(self, inputs):
-        compiled = self.model._compile_metrics  # the metrics object fit's step updates
-        if compiled is None or not compiled.variables:
-            return
-        # Stateless updates: each replayed quantity keeps its own metric state, and fit's own
-        # running metrics are not touched.
-        for key, (y, y_pred, sample_weight) in inputs.items():
-            if key not in self.metric_states:
-                self.metric_states[key] = _fresh_state(compiled)
-            self.metric_states[key] = compiled.stateless_update_state(
-                self.metric_states[key], y, y_pred, sample_weight=sample_weight)
+            def on_test_batch_end(self, batch, logs=None):
+                if watch.current is not None:
+                    watch.current["val_rows"].append(watch.val_terms.numpy())
 
-    def reconcile(self, history, index, x, y, batch_size) -> Reconciliation:
-        model, saved = self.model, self._read_state()
-        final = []
-        for x_batch, y_batch in self.batches:
-            y_pred = model(x_batch, training=False)
-            final.append(float(model._compile_loss(y_batch, y_pred)))
-            self._update_metrics({"final": (y_batch, y_pred, None)})
-        evaluated, evaluated_metrics = self._evaluate(x, y, batch_size)
-        self._write_state(saved)  # inference draws nothing in Keras' layers; a custom one might
+            def on_epoch_end(self, epoch, logs=None):
+                watch.end_epoch(logs or {})
 
+        return Watch()
+
+    def begin_epoch(self) -> None:
+        for states in self.states.values():
+            for variable, value in zip(states, self.fresh):
+                variable.assign(value)
+        self.current = {"rows": [], "running": [], "statistics": [], "batches": [],
+                        "val_rows": []}
+
+    def end_epoch(self, logs: dict) -> None:
+        """At the epoch's last weights, before the other callbacks (EarlyStopping may restore
+        other weights later): the training data, and each step's batch with its statistics."""
+        epoch, self.current = self.current, None
+        epoch["logs"] = {key: float(value) for key, value in logs.items()
+                         if np.ndim(value) == 0}
+        results = {key: internals.metric_result(self.metrics, [v.numpy() for v in states])
+                   for key, states in self.states.items()} if self.metrics else {}
+        x, y = self.run["x"], self.run["y"]
+        total, penalty, state = 0.0, 0.0, list(self.fresh)
+        for rows in batches(len(x), _CHUNK):
+            loss, chunk_penalty, state = self._measure(x[rows], y[rows], state)
+            total += float(loss) * len(x[rows])
+            penalty += float(chunk_penalty) * len(x[rows])
+        epoch["evaluated"], epoch["end_penalty"] = total / len(x), penalty / len(x)
+        if self.metrics:
+            results["evaluated"] = internals.metric_result(self.metrics, state)
+        if self.statistics:
+            self._per_batch(epoch, results)
+        epoch["metrics"] = results
+        epoch["batches"] = epoch["statistics"] = []  # the epoch's data are let go
+        self.epochs.append(epoch)
+
+    def _per_batch(self, epoch: dict, results: dict) -> None:
+        """Each step's batch at the last weights, with the step's moving statistics and with
+        the last ones."""
+        last = [v.numpy() for v in self.statistics]
+        epoch["inference_end"], epoch["final"] = [], []
+        states = {"inference_end": list(self.fresh), "final": list(self.fresh)}
+        for (x, y), statistics in zip(epoch["batches"], epoch["statistics"]):
+            for key, values in (("inference_end", statistics), ("final", last)):
+                for variable, value in zip(self.statistics, values):
+                    variable.assign(value)
+                loss, _, states[key] = self._measure(x, y, states[key])
+                epoch[key].append(float(loss))
+        for variable, value in zip(self.statistics, last):
+            variable.assign(value)
+        if self.metrics:
+            for key, state in states.items():
+                results[key] = internals.metric_result(self.metrics, state)
+
+    def _measure_batch(self, x, y, state):
+        prediction = internals.call(self.model, x, training=False)
+        loss = self._criterion(y, prediction)
+        penalty = internals.penalty(self.model)
+        if self.metrics is not None:
+            state = internals.metric_update(self.metrics, state, y, prediction)
+        return loss, penalty, state
+
+    # --- after fit --------------------------------------------------------------------------
+
+    def result(self, history, epoch: int):
+        if not self.epochs:
+            raise ReconciliationError("fit ran no epoch: a callback stopped training before "
+                                      "the first epoch ended", None)
+        epochs = tuple(self._reconcile(k, e, history) for k, e in enumerate(self.epochs))
+        last = replace(epochs[-1], epochs=epochs)
+        ran = len(epochs)
+        if not -ran <= epoch < ran:
+            raise ReconciliationError(
+                f"epoch {epoch} did not run: fit stopped after {ran} epoch(s) (a callback such "
+                f"as EarlyStopping ended training); the error's result holds every epoch that "
+                f"ran, or pass epoch= from {-ran} to {ran - 1}", last)
+        chosen = replace(epochs[epoch % ran], epochs=epochs)
+        check_residuals(chosen, what="fit")
+        return chosen
+
+    def _reconcile(self, index: int, epoch: dict, history):
+        rows = np.array(epoch["rows"], dtype=np.float64).reshape(-1, len(_TERMS))
+        per_batch = "inference_end" in epoch
+        steps = tuple(Step(size=int(row[6]), running=running,
+                           **{key: float(row[i]) for i, key in enumerate(_TERMS[:6])},
+                           count=float(row[6]),
+                           inference_end=epoch["inference_end"][t] if per_batch else math.nan,
+                           final=epoch["final"][t] if per_batch else math.nan)
+                      for t, (row, running) in enumerate(zip(rows, epoch["running"])))
+        common = dict(history=history, epoch=index, criterion=self.run["criterion_words"],
+                      criterion_differs=self.run["criterion"] is not None,
+                      notes=self.run["notes"])
         metrics = {}
-        if self.metric_states:
-            compiled = model._compile_metrics
-            value = {key: {name: float(v) for name, v in compiled.stateless_result(state).items()}
-                     for key, state in self.metric_states.items()}
-            for name in evaluated_metrics:
-                metrics[name] = _result(
-                    name=name, logged=history.history[name][index],
-                    evaluated=evaluated_metrics[name],
-                    parts={"sample weighting": value["weighted"][name] - value["train"][name],
-                           "training-mode layers": value["train"][name]
-                           - value["inference"][name],
-                           "weights moved during the epoch": value["inference"][name]
-                           - value["final"][name]},
-                    history=history, epoch=index)
-        steps = tuple(_OldStep(size=size, running=running,
-                           replayed=terms["weighted"] + terms["penalty"])
-                      for (size, terms), running in zip(self.steps, self.running))
-        return _loss_result(history.history["loss"][index], evaluated, self.steps, final,
-                            history=history, epoch=index, metrics=metrics, steps=steps)
-
-    def _evaluate(self, x, y, batch_size):
-        """Mean per-sample loss (and each metric) of the current weights, inference mode."""
-        model = self.model
-        compiled = model._compile_metrics
-        state = _fresh_state(compiled) if self.metric_states else None
-        total = 0.0
-        for batch in batches(len(x), batch_size):
-            y_pred = model(x[batch], training=False)
-            total += float(model._compile_loss(y[batch], y_pred)) * len(y[batch])
-            if state is not None:
-                state = compiled.stateless_update_state(state, y[batch], y_pred)
-        metrics = {} if state is None else {name: float(value) for name, value
-                                            in compiled.stateless_result(state).items()}
-        return total / len(x), metrics
+        for name, value in epoch["metrics"].get("evaluated", {}).items():
+            values = {key: result[name] for key, result in epoch["metrics"].items()}
+            values["logged"] = epoch["logs"].get(name, values["weighted"])
+            metrics[name] = decompose_metric(values, name=name, epoch=index, history=history)
+        result = decompose(steps, logged=epoch["logs"]["loss"], evaluated=epoch["evaluated"],
+                           average="size-weighted", metrics=metrics,
+                           end_penalty=epoch["end_penalty"], **common)
+        if epoch["val_rows"] and "val_loss" in epoch["logs"]:
+            rows = np.array(epoch["val_rows"], dtype=np.float64)
+            val_steps = tuple(Step(size=int(row[6]), count=float(row[6]),
+                                   **{key: float(row[i]) for i, key in enumerate(_TERMS[:6])})
+                              for row in rows)
+            counts = rows[:, 6]
+            validation = decompose(val_steps, logged=epoch["logs"]["val_loss"],
+                                   evaluated=float(counts @ rows[:, 5] / counts.sum()),
+                                   name="val_loss", fixed_weights=True, **common)
+            result = replace(result, validation=validation_gap(result, validation))
+        return result
 
 
-def _fresh_state(metric) -> list:
-    """The values of ``metric``'s variables after reset_state(), leaving the metric as it was."""
-    live = [v.numpy() for v in metric.variables]
-    metric.reset_state()
-    fresh = [v.numpy() for v in metric.variables]
-    for variable, value in zip(metric.variables, live):
-        variable.assign(value)
-    return fresh
+# --- refusals, before any training ------------------------------------------------------------
 
 
-def _check_fit(model, x, y, epoch, fit_kwargs) -> dict:
-    """Refuse what explain_fit cannot replay, by name, before any training; return the training
-    arrays as fit sees them, the batch size, the callbacks and the epoch to explain."""
+def _check_fit(model, x, y, epoch, criterion, fit_kwargs) -> dict:
+    """Refuse what explain_fit cannot measure, by name, before any training, saying what to
+    pass instead; return the training arrays as fit sees them, the callbacks, the criterion."""
     import keras
 
+    if internals.backend() != "tensorflow":
+        raise ValueError(
+            f"explain_fit measures fit's steps on Keras' TensorFlow backend, and this Keras "
+            f"runs on KERAS_BACKEND={internals.backend()!r}: set KERAS_BACKEND=tensorflow "
+            "before Keras is imported, or, for a PyTorch model, record your own loop with "
+            "companion.reconcile_torch.Recorder")
     _check_compiled_model(model)
     parameters = set(inspect.signature(model.fit).parameters) - {"self", "x", "y"}
     unknown = sorted(set(fit_kwargs) - parameters)
@@ -278,6 +315,11 @@ def _check_fit(model, x, y, epoch, fit_kwargs) -> dict:
     if epochs <= initial_epoch:
         raise ValueError(f"epochs must be > initial_epoch ({initial_epoch}) so that fit runs an "
                          f"epoch to explain, got epochs={epochs}")
+    planned = epochs - initial_epoch
+    epoch = check.integer("epoch", epoch, minimum=-planned)
+    if epoch >= planned:
+        raise ValueError(f"epoch must be from {-planned} to {planned - 1} for a run of "
+                         f"{planned} epoch(s) (0-based, or negative from the end), got {epoch}")
     callbacks = check.sequence("callbacks", fit_kwargs.get("callbacks") or [])
 
     # fit converts float arrays to Keras' float type, and trains on the part of x before
@@ -289,8 +331,36 @@ def _check_fit(model, x, y, epoch, fit_kwargs) -> dict:
     if split and fit_kwargs.get("validation_data") is None:
         end = int(math.floor(len(x_array) * (1.0 - check.fraction("validation_split", split))))
         x_array, y_array = x_array[:end], y_array[:end]
-    return {"x": x_array, "y": y_array, "batch_size": batch_size, "callbacks": callbacks,
-            "initial_epoch": initial_epoch, "index": _epoch_index(epoch, epochs - initial_epoch)}
+    # The compiled metrics get their variables now, so that the traced step can use them.
+    internals.build_metrics(model, y_array[:2], internals.call(model, x_array[:2],
+                                                               training=False))
+    criterion, words, notes = _criterion(model, criterion)
+    if model.jit_compile:
+        notes = (*notes, "fit's step ran compiled with XLA (jit_compile resolved to True); "
+                         "the measurements ran inside it")
+    return {"x": x_array, "y": y_array, "callbacks": callbacks, "criterion": criterion,
+            "criterion_words": words, "notes": notes}
+
+
+def _criterion(model, criterion):
+    """The criterion ``evaluated`` measures: None for the compiled loss itself, or a loss."""
+    import keras
+
+    if criterion is not None:
+        try:
+            loss = keras.losses.get(criterion)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"criterion must be a Keras loss or its name, got {criterion!r}: "
+                             f"{error}") from None
+        return loss, f"{getattr(loss, 'name', criterion)}, not the compiled loss", ()
+    smoothing = getattr(model.loss, "label_smoothing", 0.0) or 0.0
+    if smoothing:  # a reader evaluates the loss itself, unsmoothed
+        config = {**model.loss.get_config(), "label_smoothing": 0.0}
+        return (type(model.loss).from_config(config),
+                f"the training loss without its label smoothing ({smoothing:g})",
+                (f"the criterion is the compiled loss without its label smoothing "
+                 f"({smoothing:g}); pass criterion= to choose another",))
+    return None, "the training loss", ()
 
 
 def _check_compiled_model(model) -> None:
@@ -301,87 +371,41 @@ def _check_compiled_model(model) -> None:
     if not getattr(model, "compiled", False) or getattr(model, "_compile_loss", None) is None:
         raise ValueError("model must be compiled with a loss: call model.compile(optimizer=..., "
                          "loss=...) first")
-    for method in ("train_step", "compute_loss", "compute_metrics"):
+    for method in ("train_step", "test_step", "compute_loss", "compute_metrics"):
         if getattr(type(model), method) is not getattr(keras.Model, method):
-            raise ValueError(f"model overrides {method}(); explain_fit replays Keras' own "
-                             "training step only")
+            raise ValueError(f"model overrides {method}(); explain_fit measures Keras' own "
+                             "step: put the custom computation in a layer or a loss, or write "
+                             "the loop in PyTorch and record it with reconcile_torch.Recorder")
     outputs = getattr(model, "outputs", None) or []
     if len(outputs) > 1 or isinstance(model.loss, (list, tuple, dict)):
         raise ValueError(f"model must have one output and one loss, got {max(len(outputs), 1)} "
-                         f"output(s) and loss={model.loss!r}")
+                         f"output(s) and loss={model.loss!r}: explain one output at a time "
+                         "with a single-output model sharing its layers")
     reduction = getattr(model.loss, "reduction", "sum_over_batch_size")
     if reduction not in ("sum_over_batch_size", "mean"):  # the two names of one reduction
         raise ValueError(f"model.loss must have reduction='sum_over_batch_size' (the default), "
                          f"got reduction={reduction!r}: the logged loss would not be a mean "
-                         "per-sample loss")
+                         "per-sample loss; compile with the default reduction")
     if model.get_compile_config().get("loss_weights") is not None:
-        raise ValueError("model was compiled with loss_weights; explain_fit needs the plain loss")
+        raise ValueError("model was compiled with loss_weights; explain_fit needs the plain "
+                         "loss: compile without loss_weights")
     if model.steps_per_execution != 1:
         raise ValueError(f"model was compiled with steps_per_execution="
                          f"{model.steps_per_execution}; callbacks then see one step in "
                          f"{model.steps_per_execution}: compile with steps_per_execution=1")
-    if model.jit_compile:
-        raise ValueError("model was compiled with jit_compile=True: XLA cannot hand each batch "
-                         "to the replay; compile with jit_compile=False")
+    strategy = getattr(model, "_distribute_strategy", None)
+    if strategy is not None:
+        raise ValueError(f"model was built under a distribution strategy "
+                         f"({type(strategy).__name__}): explain_fit measures one replica's "
+                         "steps; build and compile the model outside the strategy's scope")
 
 
 def _refuse_streams(name, value) -> None:
-    """Datasets, generators and PyDatasets are read once and cannot be replayed: arrays only."""
+    """Datasets, generators and PyDatasets are read once and cannot be measured again."""
     if isinstance(value, dict) or hasattr(value, "element_spec") or hasattr(value, "__next__") \
             or (hasattr(value, "__getitem__") and hasattr(value, "on_epoch_end")) \
             or inspect.isgenerator(value):
         raise TypeError(f"{name} must be a NumPy array (or tensor), got {type(value).__name__}: "
-                        "explain_fit replays the batches it records from arrays; convert the "
-                        "dataset or generator to arrays first")
-
-
-def _loss_result(logged, evaluated, steps_terms, final, **fields) -> Reconciliation:
-    """The loss's parts, by the formula of the module docstring, from each step's size and
-    terms (weighted, train, inference, penalty) and its batch's loss at the final weights;
-    raises ReconciliationError if they do not add up."""
-    old = fields.pop("steps")
-    steps = [Step(size=size, running=o.running, reported=o.replayed, penalty=t["penalty"],
-                  weighted=t["weighted"], train=t["train"], criterion=t["train"],
-                  inference=t["inference"], inference_end=f)
-             for (size, t), o, f in zip(steps_terms, old, final)]
-    result = decompose(steps, logged=logged, evaluated=evaluated, **fields)
-    _check_residuals(result)
-    return result
-
-
-def _result(*, name, logged, evaluated, parts, history, epoch, metrics=None, steps=()):
-    logged, evaluated = float(logged), float(evaluated)
-    parts = {key: float(value) for key, value in parts.items()}
-    return Reconciliation(logged=logged, evaluated=evaluated, parts=parts,
-                          residual=logged - evaluated - sum(parts.values()),
-                          history=history, epoch=epoch, metrics=metrics or {}, name=name,
-                          steps=steps)
-
-
-class _OldStep:
-    def __init__(self, size, running, replayed):
-        self.size, self.running, self.replayed = size, running, replayed
-
-
-def _check_residuals(result: Reconciliation) -> None:
-    """Raise ReconciliationError, naming where the replay went wrong, if the parts don't add up."""
-    failed = [r for r in (result, *result.metrics.values())
-              if not abs(r.residual) <= reconcile.TOLERANCE * max(1.0, abs(r.logged))]
-    if not failed:
-        return
-    steps = result.steps
-    sizes = np.array([s.size for s in steps], dtype=np.float64)
-    rebuilt = np.cumsum(sizes * [s.replayed for s in steps]) / np.cumsum(sizes)
-    logged = np.array([s.running for s in steps])
-    gaps = np.abs(rebuilt - logged) / np.maximum(1.0, np.abs(logged))
-    first = int(np.argmax(gaps > reconcile.TOLERANCE)) if np.any(gaps > reconcile.TOLERANCE) else None
-    where = ("the replayed step losses agree with the running loss fit logged, so the gap is "
-             "in the final weights' measurements (do the epoch's batches cover the data once?) "
-             "or in a metric" if first is None else
-             f"the replay first differs from the log at step {first} (running loss "
-             f"{rebuilt[first]:.7g} replayed, {logged[first]:.7g} logged)")
-    names = ", ".join(f"{r.name} (residual {r.residual:.3g}, logged {r.logged:.7g})"
-                      for r in failed)
-    raise ReconciliationError(f"could not reconcile epoch {result.epoch} (0-based): the parts "
-                              f"of {names} leave more than {reconcile.TOLERANCE:g} * max(1, |logged|); "
-                              f"{where}", result)
+                        "explain_fit measures the epoch's last weights on the training arrays; "
+                        "convert the dataset or generator to arrays first (e.g. "
+                        "np.concatenate over its batches)")
