@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 from companion import _validation as check
 
@@ -103,7 +103,7 @@ class _Explain:
                                               denominator=denominator, forward=_logits)
         self._recorder = self._new_recorder()
         self._windows = []  # one Reconciliation per logged loss
-        self._counted = []  # per micro-batch of the open window: (step, N, tokens)
+        self._counted = []  # per micro-batch of the window: (step, scaled, N, tokens)
         self._last_logged, self._busy = 0, False
         self._hooks = [self.model.register_forward_pre_hook(self._before, with_kwargs=True),
                        self.model.register_forward_hook(self._after, with_kwargs=True)]
@@ -124,6 +124,9 @@ class _Explain:
         items = kwargs.get("num_items_in_batch")
         scaled = getattr(self.trainer, "loss_is_scaled_for_ga", None)
         scaled = items is not None if scaled is None else scaled
+        if scaled and items is None:
+            raise ValueError("loss_is_scaled_for_ga=True, but the model received no "
+                             "num_items_in_batch: the callback cannot tell what it divided by")
         steps = getattr(self.trainer, "current_gradient_accumulation_steps",
                         self.trainer.args.gradient_accumulation_steps)
         loss, logits = (output["loss"], output["logits"]) if isinstance(output, Mapping) \
@@ -192,7 +195,7 @@ class _Explain:
 def explain_window(steps, *, logged: float, optimizer_steps: int, counted, window: int):
     """A logged ``loss`` split into parts: ``steps`` the window's micro-batches as the Recorder
     measured them, ``counted`` each one's ``(optimizer step, scaled, N, tokens)``."""
-    from companion.reconcile import Average, Step, decompose
+    from companion.reconcile import Average, decompose
 
     scaled = {c[1] for c in counted}
     if scaled == {True}:
@@ -204,7 +207,6 @@ def explain_window(steps, *, logged: float, optimizer_steps: int, counted, windo
                 "rule for a model whose forward takes no **kwargs; every model's before "
                 "transformers 4.46, transformers#34191)")
     rule = Average(name, lambda values, sizes: values.sum() / optimizer_steps)
-    steps = [Step(**asdict(s)) for s in steps]
     counts = [s.count for s in steps]
     evaluated = sum(c * (s.inference_end if math.isnan(s.final) else s.final)
                     for c, s in zip(counts, steps)) / sum(counts)
