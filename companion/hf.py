@@ -159,7 +159,7 @@ class _Explain:
         self._last_logged = state.global_step
         with self._own_passes():
             self._recorder.end_epoch(logs["loss"])
-            local = self._recorder.result(check_residuals_=False)
+            local = self._recorder.result(check=False)
         self._recorder = self._new_recorder()
         self._windows.append(explain_window(
             local.steps, logged=logs["loss"], optimizer_steps=optimizer_steps,

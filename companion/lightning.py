@@ -159,7 +159,7 @@ class _Explain:
         self._sync[self.logged] = _logged_with_sync(trainer, self.logged)
         logged = _logged(trainer, self.logged)
         self._recorder.end_epoch(logged)
-        local = self._recorder.result(check_residuals_=False)
+        local = self._recorder.result(check=False)
         self._recorder = self._new_recorder(pl_module)
         mine = {"steps": [asdict(s) for s in local.steps], "logged": logged,
                 "validation": None}

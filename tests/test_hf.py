@@ -126,7 +126,7 @@ class Record(transformers.TrainerCallback):
             "step": len(self.weights) - 1, "labels": labels,
             "inputs": {k: v for k, v in kwargs.items() if k in ("input_ids", "attention_mask")},
             "sum": token_losses(output["logits"], labels).sum().item(),
-            "tokens": int((labels[..., 1:] != -100).sum()), "loss": float(output["loss"]),
+            "tokens": int((labels[..., 1:] != -100).sum()), "loss": float(output["loss"].detach()),
             "items": None if items is None else float(items)})
 
     def at(self, weights, micro, *, train=False):
