@@ -295,13 +295,19 @@ def test_chapter_1_shows_both_reference_loops_whole():
 
 RECONCILE_SECTIONS = ("Setup", "The tool on a fresh model", "The five chapters in miniature",
                       "Casebook: real reports, reconciled", "Paste your run", "Self-check")
-# The public reports the casebook must re-create (issue 17), as https://github.com/<these>.
+# The public reports the casebook must re-create (issues 17 and 22), as https://github.com/<these>.
 CASEBOOK_REPORTS = {
     "tensorflow/tensorflow/issues/29964", "keras-team/keras/issues/20388",
     "tensorflow/tensorflow/issues/25178", "keras-team/keras/issues/18796",
     "mlcommons/training/issues/89", "huggingface/trl/issues/2175",
     "huggingface/transformers/pull/34191", "pytorch/pytorch/issues/25162",
+    "keras-team/keras/issues/3326", "keras-team/keras-cv/pull/923",
+    "pytorch/pytorch/issues/130342", "pytorch/xla/pull/2425",
+    "tensorflow/tensorflow/issues/40002", "Lightning-AI/pytorch-lightning/issues/11601",
+    "tensorflow/tensorflow/issues/41413", "Lightning-AI/pytorch-lightning/issues/12354",
+    "Lightning-AI/torchmetrics/issues/597", "tensorflow/tensorflow/issues/3103",
 }
+MIN_CASES = 15
 REPORT_LINK = re.compile(r"\(https://github\.com/([\w.-]+/[\w.-]+/(?:issues|pull)/\d+)\)")
 
 
@@ -364,6 +370,20 @@ def test_every_casebook_case_links_its_report_recreates_it_and_checks_the_explan
         assert re.search(r"^assert ", shown[0].source, re.MULTILINE), f"case {title!r}: no check"
         assert re.search(r"^\*\*Verdict:\*\* \S", text, re.MULTILINE), f"case {title!r}: no verdict"
     assert CASEBOOK_REPORTS <= linked, f"missing reports: {sorted(CASEBOOK_REPORTS - linked)}"
+    assert len(cases) >= MIN_CASES, f"the casebook has {len(cases)} cases, at least {MIN_CASES}"
+
+
+def test_reconcile_page_shows_its_reading_time():
+    from companion.glue import core_size, reading_minutes
+
+    words, lines = core_size(RECONCILE_PAGE.with_suffix(".md"))
+    expected = {"core_words": words, "core_code_lines": lines,
+                "reading_minutes": reading_minutes(words, lines)}
+    values = glued(RECONCILE_PAGE)
+    wrong = {k: (values.get(k), v) for k, v in expected.items() if values.get(k) != str(v)}
+    assert not wrong, f"glued (stored, expected) {wrong}: run `make sync`"
+    title = nbformat.read(RECONCILE_PAGE, as_version=4).cells[0].source
+    assert "{glue:text}`reading_minutes`" in title, "the reading time is under the title"
 
 
 def test_reconcile_page_keeps_its_glue_bookkeeping_off_the_page():
