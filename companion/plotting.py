@@ -227,6 +227,52 @@ def plot_reliability_diagram(diagram, *, ax=None, title: str | None = None, labe
     return ax
 
 
+# --- Chapter 6: reconcile a run ----------------------------------------------------------------
+
+__all__ += ["plot_reconciliation"]
+
+
+def plot_reconciliation(result, *, ax=None, title: str | None = None, xlabel: str | None = None):
+    """The waterfall from ``evaluated`` to ``logged`` of a :class:`companion.reconcile.Reconciliation`.
+
+    The grey bar is ``evaluated``; each part, largest first, starts where the previous bar
+    ended (red adds, blue takes away); the dark bar is ``logged``, where the last part ends
+    (up to the residual, float rounding). Returns the ``Axes``.
+
+    >>> ax = plot_reconciliation(explain_fit(model, x, y))  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    from companion.reconcile import Reconciliation
+
+    _check.instance("result", result, Reconciliation)
+    _check_axes_and_text(ax, optional={"title": title, "xlabel": xlabel})
+    bars = [("evaluated", result.evaluated)] + sorted(result.parts.items(),
+                                                      key=lambda item: -abs(item[1]))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.4 * len(bars) + 1.4))
+    ends = np.cumsum([value for _, value in bars])
+    span = max(abs(result.logged), *np.abs(ends), 1e-12)
+    start = 0.0
+    for row, (name, value) in enumerate(bars):
+        color = "0.6" if row == 0 else ("tab:red" if value > 0 else "tab:blue")
+        ax.barh(row, value, left=start, color=color)
+        start += value
+        label = f"{value:.4f}" if row == 0 else f"{value:+.4f}"
+        ax.text(max(start, start - value) + 0.01 * span, row, label, va="center", fontsize=8)
+    ax.barh(len(bars), result.logged, color="0.3")
+    ax.text(result.logged + 0.01 * span, len(bars), f"{result.logged:.4f}", va="center",
+            fontsize=8)
+    low = min(0.0, *ends, result.logged)
+    ax.set_xlim(low - 0.05 * span if low < 0 else 0.0, 1.15 * span)
+    ax.set_yticks(range(len(bars) + 1), [name for name, _ in bars] + ["logged"])
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel or result.name)
+    ax.set_title(title or f"From the epoch's last weights to the logged {result.name}, "
+                          "part by part")
+    return ax
+
+
 def _check_axes_and_text(ax, *, optional: dict, required: dict | None = None) -> None:
     """Refuse by name an ``ax`` that is no Matplotlib ``Axes``, and titles and labels that are no
     str (``optional`` ones may be None)."""

@@ -10,6 +10,9 @@ too volatile to assert on in CI.
   reference loop keeps its losses on the device and reads them once per epoch, but updates a
   NumPy metric (a host copy) and its per-step record every step, and weights each micro-batch
   for gradient accumulation;
+- the cost of explaining a run: ``explain_fit`` against ``fit``, and a hand-written PyTorch loop
+  with a ``Recorder`` against the same loop without (time per epoch), and the peak memory one
+  epoch adds to each, in fresh processes (:func:`bench_reconcile`, :func:`bench_reconcile_memory`);
 - ``import companion``;
 - each notebook's execution time (``--notebooks``, on by default).
 """
@@ -144,6 +147,142 @@ def bench_torch(repeats: int, case, *, with_metric: bool = True) -> tuple[float,
     return per_epoch(plain, loop, repeats)
 
 
+# --- reconcile: the cost of explaining a run -----------------------------------------------------
+
+RECONCILE_GOAL = 2.0  # explain_fit / fit, and a loop with a Recorder / the same loop without
+
+
+def bench_reconcile(repeats: int) -> list[tuple[str, float, float]]:
+    """Seconds per epoch of ``model.fit`` and ``explain_fit`` (diabetes, batch 32), and of a
+    hand-written PyTorch loop (shuffled DataLoader, ``.item()`` every step, the plain mean of
+    the step losses) without and with a :class:`~companion.reconcile_torch.Recorder`, on each
+    workload of :func:`torch_cases`: ``(name, plain, explained)``."""
+    import keras
+    import torch
+
+    from companion import models
+    from companion.data import load_diabetes
+    from companion.reconcile_keras import explain_fit
+    from companion.reconcile_torch import Recorder
+
+    x, y = load_diabetes()
+
+    def keras_run(explain):
+        def run(epochs):
+            model = models.keras_mlp(x.shape[1], hidden=(16,), l2=0.01, seed=0)
+            model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", metrics=["mse"])
+            start = time.perf_counter()
+            (explain_fit if explain else type(model).fit)(
+                model, x, y, batch_size=32, epochs=epochs, shuffle=False, verbose=0)
+            return time.perf_counter() - start
+        return run
+
+    rows = [("explain_fit / model.fit (diabetes)", *per_epoch(keras_run(False), keras_run(True),
+                                                              repeats))]
+    for name, xs, ys, make_model, make_loss, _, _ in torch_cases():
+        xt = torch.from_numpy(xs).float()
+        yt = torch.from_numpy(ys)
+        yt = yt.float() if yt.is_floating_point() else yt.long()
+        data = torch.utils.data.TensorDataset(xt, yt)
+
+        def torch_run(recorded):
+            def run(epochs):
+                torch.manual_seed(0)
+                model = make_model()
+                optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+                loss_fn = make_loss()
+                loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True)
+                recorder = Recorder(model, loss_fn=loss_fn) if recorded else None
+                start = time.perf_counter()
+                for _ in range(epochs):
+                    total = 0.0
+                    for inputs, target in loader:
+                        if recorded:
+                            recorder.before(inputs, target)
+                        prediction = model(inputs)
+                        loss = loss_fn(prediction, target)
+                        if recorded:
+                            recorder.after(loss, prediction)
+                        optimizer.zero_grad()
+                        loss.backward()
+                        optimizer.step()
+                        total += loss.item()
+                    if recorded:
+                        recorder.end_epoch(total / len(loader))
+                if recorded:
+                    recorder.result()
+                return time.perf_counter() - start
+            return run
+
+        rows.append((f"loop with Recorder / without ({name})",
+                     *per_epoch(torch_run(False), torch_run(True), repeats)))
+    return rows
+
+
+MEMORY_PROBE = """
+import json, resource, sys
+import numpy as np
+import companion
+
+def peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((200_000, 100), dtype=np.float32)  # one epoch's data: 76 MiB
+y = (x[:, :1] * 0.5).astype(np.float32)
+if sys.argv[1] in ("fit", "explain_fit"):
+    import keras
+    from companion.reconcile_keras import explain_fit
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(16, activation="tanh"),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse", metrics=["mse"])
+    model.fit(x[:8192], y[:8192], batch_size=4096, epochs=1, verbose=0)  # traced, allocated
+    before = peak_mib()
+    if sys.argv[1] == "fit":
+        model.fit(x, y, batch_size=4096, epochs=1, verbose=0, shuffle=True)
+    else:
+        explain_fit(model, x, y, batch_size=4096, epochs=1, verbose=0, shuffle=True)
+else:
+    import torch
+    from companion.reconcile_torch import Recorder
+    data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    loader = torch.utils.data.DataLoader(data, batch_size=4096, shuffle=True)
+    model = torch.nn.Sequential(torch.nn.Linear(100, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss_fn = torch.nn.MSELoss()
+    recorder = Recorder(model, loss_fn=loss_fn) if sys.argv[1] == "recorder" else None
+    for inputs, target in loader:  # warm
+        loss_fn(model(inputs), target).backward()
+        break
+    before = peak_mib()
+    total = 0.0
+    for inputs, target in loader:
+        if recorder: recorder.before(inputs, target)
+        prediction = model(inputs)
+        loss = loss_fn(prediction, target)
+        if recorder: recorder.after(loss, prediction)
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        total += loss.item()
+    if recorder:
+        recorder.end_epoch(total / len(loader)); recorder.result()
+print(json.dumps({"peak_increase_mib": peak_mib() - before, "data_mib": x.nbytes / 2**20}))
+"""
+
+
+def bench_reconcile_memory() -> dict[str, float]:
+    """Peak memory (RSS) one epoch adds, in a fresh process each, for a 76 MiB x: fit and
+    explain_fit; a PyTorch loop without and with a Recorder (which keeps one epoch's batches)."""
+    import json
+
+    results = {}
+    for case in ("fit", "explain_fit", "loop", "recorder"):
+        output = subprocess.run([sys.executable, "-c", MEMORY_PROBE, case], capture_output=True,
+                                text=True, check=True).stdout
+        results[case] = json.loads(output.strip().splitlines()[-1])
+    return results
+
+
 def bench_import(repeats: int) -> float:
     code = "import time; t = time.perf_counter(); import companion; print(time.perf_counter() - t)"
     runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
@@ -192,6 +331,14 @@ def main(argv=None) -> int:
         # The same pair without a metric: what the loop's own bookkeeping costs.
         plain_s, torch_s = bench_torch(args.repeats, case, with_metric=False)
         rows.append((f"torch_loop / hand-written, loss only ({name})", f"{torch_s / plain_s:.2f}x", ""))
+    for name, plain_s, explained_s in bench_reconcile(args.repeats):
+        rows.append((f"{name}, per epoch", f"{explained_s / plain_s:.2f}x", f"<= {RECONCILE_GOAL}x"))
+    memory = bench_reconcile_memory()
+    data_mib = memory["fit"]["data_mib"]
+    for plain, explained in (("fit", "explain_fit"), ("loop", "recorder")):
+        extra = memory[explained]["peak_increase_mib"] - memory[plain]["peak_increase_mib"]
+        rows.append((f"{explained}: peak memory over {plain}'s, MiB (x: {data_mib:.0f} MiB)",
+                     f"{extra:+.0f}", f"<= {data_mib:.0f}"))
     rows.append(("import companion, s", f"{bench_import(max(args.repeats, 5)):.3f}", f"< {GOALS['import_s']}"))
     if not args.no_notebooks:
         for name, seconds in bench_notebooks().items():
