@@ -98,7 +98,10 @@ class _FitWatch:
         self.inference = None  # the traced step's inference-mode loss, for on_loss
         self.epochs = []  # one dict of measurements per epoch that ran
         self.current = None
+        # The epoch's bookkeeping as compiled functions: eager metric code costs milliseconds.
         self._measure = tf.function(self._measure_batch, reduce_retracing=True, autograph=False)
+        self._reset = tf.function(self._reset_states, autograph=False)
+        self._results = tf.function(self._state_results, autograph=False)
         self.keras = keras
 
     # --- inside fit's traced steps ----------------------------------------------------------
@@ -174,9 +177,8 @@ class _FitWatch:
         return Watch()
 
     def begin_epoch(self) -> None:
-        for states in self.states.values():
-            for variable, value in zip(states, self.fresh):
-                variable.assign(value)
+        if self.metrics is not None:
+            self._reset()
         self.current = {"rows": [], "running": [], "statistics": [], "batches": [],
                         "val_rows": []}
 
@@ -186,8 +188,8 @@ class _FitWatch:
         epoch, self.current = self.current, None
         epoch["logs"] = {key: float(value) for key, value in logs.items()
                          if np.ndim(value) == 0}
-        results = {key: internals.metric_result(self.metrics, [v.numpy() for v in states])
-                   for key, states in self.states.items()} if self.metrics else {}
+        results = ({key: {name: float(value) for name, value in values.items()}
+                    for key, values in self._results().items()} if self.metrics else {})
         x, y = self.run["x"], self.run["y"]
         total, penalty, state = 0.0, 0.0, list(self.fresh)
         for rows in batches(len(x), _CHUNK):
@@ -220,6 +222,15 @@ class _FitWatch:
         if self.metrics:
             for key, state in states.items():
                 results[key] = internals.metric_result(self.metrics, state)
+
+    def _reset_states(self) -> None:
+        for states in self.states.values():
+            for variable, value in zip(states, self.fresh):
+                variable.assign(value)
+
+    def _state_results(self) -> dict:
+        return {key: self.metrics.stateless_result([v.read_value() for v in states])
+                for key, states in self.states.items()}
 
     def _measure_batch(self, x, y, state):
         prediction = internals.call(self.model, x, training=False)

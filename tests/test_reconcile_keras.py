@@ -330,7 +330,7 @@ def test_explain_fit_trains_exactly_as_fit(keras):
         model = keras_model(batch_norm=True, dropout=0.3)
         model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", metrics=["mae"])
         keras.utils.set_random_seed(7)  # fit's shuffling draws from it
-        arguments = dict(batch_size=32, epochs=3, sample_weight=WEIGHTS, verbose=0,
+        arguments = dict(batch_size=32, epochs=2, sample_weight=WEIGHTS, verbose=0,
                          validation_split=0.2)
         if explain:
             history = explain_fit(model, X, Y, epoch=1, **arguments).history

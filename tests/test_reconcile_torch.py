@@ -277,10 +277,10 @@ def test_class_weights_and_ignored_targets_are_the_losss_own(torch):
         r = explain_torch(model, X, labels, loss_fn=loss_fn, batch_size=32, epochs=2,
                           optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                           sample_weight=sample_weight)
-        return r, [p.detach().clone() for p in model.parameters()]
+        return r, [p.detach().clone() for p in model.parameters()], model
 
-    plain, plain_weights = run(None)
-    unit, unit_weights = run(np.ones(N))
+    plain, plain_weights, trained = run(None)
+    unit, unit_weights, _ = run(np.ones(N))
     assert abs(unit.parts["sample weighting"]) <= 1e-6 * unit.logged
     for ours, theirs in zip(unit_weights, plain_weights):  # training unchanged (to rounding)
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
@@ -291,11 +291,7 @@ def test_class_weights_and_ignored_targets_are_the_losss_own(torch):
               (slice(i, i + 32) for i in range(0, N, 32))]
     np.testing.assert_allclose([s.count for s in plain.steps], counts, rtol=1e-6)
     # evaluated is the class-weighted mean over the kept targets, as the loss defines it.
-    model = torch_model(classes=3)
-    explain_torch(model, X, labels, loss_fn=torch.nn.CrossEntropyLoss(
-        weight=class_weights), batch_size=32, epochs=2,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-    by_hand = evaluate(model, torch.nn.CrossEntropyLoss(weight=class_weights), y=labels)
+    by_hand = evaluate(trained, torch.nn.CrossEntropyLoss(weight=class_weights), y=labels)
     assert close(plain.evaluated, by_hand, by_hand)
     assert within_tolerance(plain) and within_tolerance(unit)
 
