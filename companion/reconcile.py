@@ -73,9 +73,10 @@ import numpy as np
 
 from companion import _validation as check
 
-__all__ = ["AVERAGES", "PARTS", "TOLERANCE", "Average", "History", "Reconciliation",
-           "ReconciliationError", "Recorder", "Step", "ValidationGap", "decompose",
-           "explain_fit", "explain_torch", "moving_average"]
+__all__ = ["AVERAGES", "CORE_PARTS", "DATA_PART", "PARTS", "TOLERANCE", "Average", "History",
+           "Reconciliation", "ReconciliationError", "Recorder", "Step", "ValidationGap",
+           "average_rule", "check_residuals", "decompose", "decompose_metric", "explain_fit",
+           "explain_torch", "moving_average", "validation_gap", "within_tolerance"]
 
 PARTS = ("averaging rule", "penalty", "sample weighting", "training loss vs criterion",
          "training-mode layers", "weights moved during the epoch", "moving statistics")

@@ -22,7 +22,9 @@ target)`` take):
     ``model(inputs)``); ``denominator(prediction, target)``: what ``loss_fn`` divides its sum
     by (inferred for ``torch.nn`` losses: elements, or the kept targets' class weights with
     ``weight=``/``ignore_index``; the batch size otherwise); ``data``: batches ``(inputs,
-    target)`` to evaluate the epoch's last weights on (default: the epoch's own batches).
+    target)`` to evaluate the epoch's last weights on (default: the epoch's own batches, kept
+    as references until ``end_epoch``: one epoch's data; with ``data=`` and no moving
+    statistics none are kept).
 
 ``before(inputs, target, *, size=None)``
     before the forward pass, at the step's weights ``w_t`` (before ``optimizer.step()``): an
@@ -135,9 +137,13 @@ class Recorder:
         self.data = data
         self.notes = tuple(notes)
         self._torch = torch
+        # Looked up once: walking the module tree at every step costs more than the step's
+        # extra forward pass on a small model.
         self._modules = list(model.modules())
+        self._buffers = list(model.buffers())
+        self._parameter = next(model.parameters(), None)
         # Moving statistics (batch normalization's running mean and variance): float buffers.
-        self._statistics = [b for b in model.buffers() if b.is_floating_point()]
+        self._statistics = [b for b in self._buffers if b.is_floating_point()]
         self._epochs = []  # closed epochs: dicts of measurements
         self._open = None  # the epoch being recorded
         self._pending = None  # what before() measured, until after()
@@ -156,8 +162,7 @@ class Recorder:
         saved = self._save()
         try:
             with torch.no_grad():
-                for module in self._modules:
-                    module.training = False
+                _set_modes(self._modules, False)
                 prediction = self.forward(self.model, inputs)
                 inference = self.criterion(prediction, target)
                 for metric in self._open["metrics"]["inference"]:
@@ -247,8 +252,7 @@ class Recorder:
         saved = self._save()
         try:
             with torch.no_grad():
-                for module in self._modules:
-                    module.training = False
+                _set_modes(self._modules, False)
                 inference_prediction = self.forward(self.model, inputs)
                 inference = self.criterion(inference_prediction, target)
         finally:
@@ -340,10 +344,10 @@ class Recorder:
 
     def _save(self) -> dict:
         torch = self._torch
-        device = _device(self.model)
+        device = _device(self._parameter)
         return {"rng": torch.get_rng_state(),
                 "cuda": None if device is None else (device, torch.cuda.get_rng_state(device)),
-                "buffers": [b.detach().clone() for b in self.model.buffers()],
+                "buffers": [b.detach().clone() for b in self._buffers],
                 "modes": [m.training for m in self._modules]}
 
     def _restore(self, saved: dict, *, rng=None) -> None:
@@ -352,10 +356,10 @@ class Recorder:
         if saved["cuda"] is not None:
             torch.cuda.set_rng_state(saved["cuda"][1], saved["cuda"][0])
         with torch.no_grad():
-            for buffer, value in zip(self.model.buffers(), saved["buffers"]):
+            for buffer, value in zip(self._buffers, saved["buffers"]):
                 buffer.copy_(value)
         for module, mode in zip(self._modules, saved["modes"]):
-            module.training = mode
+            module.__dict__["training"] = mode
 
     def _replay(self, pending):
         """The step's training-mode prediction again, from the random-number state the step
@@ -364,11 +368,11 @@ class Recorder:
         write to them between the forward pass and ``backward()`` would break the backward."""
         torch = self._torch
         rng = torch.get_rng_state()
-        device = _device(self.model)
+        device = _device(self._parameter)
         cuda = None if device is None else torch.cuda.get_rng_state(device)
         norms = [m for m in self._modules if isinstance(m, torch.nn.modules.batchnorm._NormBase)
                  and m.track_running_stats]
-        buffers = [(b, b.detach().clone()) for b in self.model.buffers()]
+        buffers = [(b, b.detach().clone()) for b in self._buffers]
         try:
             for module in norms:
                 module.track_running_stats = False
@@ -394,8 +398,7 @@ class Recorder:
         metrics = epoch["metrics"]
         try:
             with torch.no_grad():
-                for module in self._modules:
-                    module.training = False
+                _set_modes(self._modules, False)
                 for inputs, target, statistics in epoch["batches"]:
                     if self._statistics:
                         for buffer, value in zip(self._statistics, statistics):
@@ -404,7 +407,7 @@ class Recorder:
                         measured["inference_end"].append(self.criterion(prediction, target))
                         for metric in metrics["inference_end"]:
                             metric.update(target, prediction)
-                        for buffer, value in zip(self.model.buffers(), saved["buffers"]):
+                        for buffer, value in zip(self._buffers, saved["buffers"]):
                             buffer.copy_(value)
                     prediction = self.forward(self.model, inputs)
                     measured["final"].append(self.criterion(prediction, target))
@@ -530,6 +533,8 @@ def _denominator(loss_fn, prediction, target):
             return kept.sum().to(prediction.dtype)
         return torch.where(kept, weight[torch.where(kept, target, 0)], 0).sum()
     if name in _ELEMENTWISE:
+        if prediction.shape == target.shape:
+            return float(prediction.numel())
         return float(np.prod(torch.broadcast_shapes(prediction.shape, target.shape)))
     if name == "CrossEntropyLoss":  # probabilities as targets: a mean over the positions
         return float(np.prod(target.shape) / target.shape[1]) if target.ndim > 1 else 1.0
@@ -550,9 +555,14 @@ def _floats(values) -> np.ndarray:
     return np.array([float(v) for v in values], dtype=np.float64)
 
 
-def _device(model):
-    parameter = next(model.parameters(), None)
+def _device(parameter):
     return parameter.device if parameter is not None and parameter.is_cuda else None
+
+
+def _set_modes(modules, training: bool) -> None:
+    """``model.eval()`` without its recursion: the flag each module's forward reads."""
+    for module in modules:
+        module.__dict__["training"] = training
 
 
 def _fresh(metric):
