@@ -300,13 +300,19 @@ def test_chapter_1_shows_both_reference_loops_whole():
 
 RECONCILE_SECTIONS = ("Setup", "The tool on a fresh model", "The five chapters in miniature",
                       "Casebook: real reports, reconciled", "Paste your run", "Self-check")
-# The public reports the casebook must re-create (issue 17), as https://github.com/<these>.
+# The public reports the casebook must re-create (issues 17 and 22), as https://github.com/<these>.
 CASEBOOK_REPORTS = {
     "tensorflow/tensorflow/issues/29964", "keras-team/keras/issues/20388",
     "tensorflow/tensorflow/issues/25178", "keras-team/keras/issues/18796",
     "mlcommons/training/issues/89", "huggingface/trl/issues/2175",
     "huggingface/transformers/pull/34191", "pytorch/pytorch/issues/25162",
+    "keras-team/keras/issues/3326", "keras-team/keras-cv/pull/923",
+    "pytorch/pytorch/issues/130342", "pytorch/xla/pull/2425",
+    "tensorflow/tensorflow/issues/40002", "Lightning-AI/pytorch-lightning/issues/11601",
+    "tensorflow/tensorflow/issues/41413", "Lightning-AI/pytorch-lightning/issues/12354",
+    "Lightning-AI/torchmetrics/issues/597", "tensorflow/tensorflow/issues/3103",
 }
+MIN_CASES = 15
 REPORT_LINK = re.compile(r"\(https://github\.com/([\w.-]+/[\w.-]+/(?:issues|pull)/\d+)\)")
 
 
@@ -369,6 +375,109 @@ def test_every_casebook_case_links_its_report_recreates_it_and_checks_the_explan
         assert re.search(r"^assert ", shown[0].source, re.MULTILINE), f"case {title!r}: no check"
         assert re.search(r"^\*\*Verdict:\*\* \S", text, re.MULTILINE), f"case {title!r}: no verdict"
     assert CASEBOOK_REPORTS <= linked, f"missing reports: {sorted(CASEBOOK_REPORTS - linked)}"
+    assert len(cases) >= MIN_CASES, f"the casebook has {len(cases)} cases, at least {MIN_CASES}"
+
+
+def paste_your_run_snippet(module: str) -> str:
+    """The page's code block (not executed there) that imports companion.<module>."""
+    text = RECONCILE_PAGE.with_suffix(".md").read_text().split("## Paste your run")[1]
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    found = [block for block in blocks if f"from companion.{module} import" in block]
+    assert len(found) == 1, f"one block imports companion.{module}, found {len(found)}"
+    return found[0]
+
+
+@pytest.mark.lightning
+def test_paste_your_run_lightning_block_runs_as_shown(tmp_path, monkeypatch, capsys):
+    # The reader pastes the block under their own module and loaders: here a module that
+    # logs as the page says (train_loss on_epoch in training_step, val_loss in validation_step).
+    pl = pytest.importorskip("pytorch_lightning")
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(),
+                                           torch.nn.Dropout(0.2), torch.nn.Linear(8, 1))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            loss = torch.nn.functional.mse_loss(self(batch[0]), batch[1])
+            self.log("train_loss", loss, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", torch.nn.functional.mse_loss(self(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(30, 3, generator=g), torch.randn(30, 1, generator=g)
+    monkeypatch.chdir(tmp_path)  # Lightning writes its logs in the working folder
+    namespace = {"module": Module(),
+                 "train_loader": DataLoader(TensorDataset(x[:22], y[:22]), batch_size=4,
+                                            shuffle=True),
+                 "val_loader": DataLoader(TensorDataset(x[22:], y[22:]), batch_size=3)}
+    exec(paste_your_run_snippet("lightning"), namespace)
+    printed = capsys.readouterr().out
+    assert "loss of epoch 2 (0-based)" in printed and "float rounding" in printed
+    assert namespace["explain"].result().validation is not None, "val_loss explained too"
+
+
+@pytest.mark.hf
+def test_paste_your_run_trainer_block_runs_as_shown(tmp_path, capsys):
+    # A tiny causal LM from a config (no download) under gradient accumulation, sequences of
+    # different lengths: the case the block's sentence names.
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32))
+    g = torch.Generator().manual_seed(1)
+    rows = [{"input_ids": torch.randint(0, 32, (int(n),), generator=g)}
+            for n in torch.randint(3, 13, (12,), generator=g)]
+
+    def collate(batch):
+        longest = max(len(row["input_ids"]) for row in batch)
+        ids = torch.zeros(len(batch), longest, dtype=torch.long)
+        labels = torch.full((len(batch), longest), -100)
+        mask = torch.zeros(len(batch), longest, dtype=torch.long)
+        for i, row in enumerate(batch):
+            n = len(row["input_ids"])
+            ids[i, :n], labels[i, :n], mask[i, :n] = row["input_ids"], row["input_ids"], 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=3, gradient_accumulation_steps=2,
+        logging_steps=1, num_train_epochs=1, learning_rate=1e-2, report_to=[], use_cpu=True,
+        save_strategy="no", disable_tqdm=True, seed=0)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=rows,
+                                   data_collator=collate)
+    namespace = {"trainer": trainer}
+    exec(paste_your_run_snippet("hf"), namespace)
+    printed = capsys.readouterr().out
+    assert "float rounding" in printed, printed[-400:]
+    assert len(namespace["explain"].result().epochs) == 2, "each logged loss explained"
+
+
+def test_reconcile_page_shows_its_reading_time():
+    from companion.glue import core_size, reading_minutes
+
+    words, lines = core_size(RECONCILE_PAGE.with_suffix(".md"))
+    expected = {"core_words": words, "core_code_lines": lines,
+                "reading_minutes": reading_minutes(words, lines)}
+    values = glued(RECONCILE_PAGE)
+    wrong = {k: (values.get(k), v) for k, v in expected.items() if values.get(k) != str(v)}
+    assert not wrong, f"glued (stored, expected) {wrong}: run `make sync`"
+    title = nbformat.read(RECONCILE_PAGE, as_version=4).cells[0].source
+    assert "{glue:text}`reading_minutes`" in title, "the reading time is under the title"
 
 
 def test_reconcile_page_keeps_its_glue_bookkeeping_off_the_page():
