@@ -27,7 +27,7 @@ export TF_ENABLE_ONEDNN_OPTS := 0
 export PYTHONHASHSEED := 0
 export CUDA_VISIBLE_DEVICES :=
 
-.PHONY: help setup book test test-unit test-notebooks test-threads test-book test-minimum browser bench editions sync constraints clean distclean
+.PHONY: help setup book test test-unit test-notebooks test-portable test-portable-ci test-book test-minimum browser bench editions sync constraints clean distclean
 # The checks of `make test` run one after the other, even under make -j.
 .NOTPARALLEL:
 
@@ -77,11 +77,34 @@ test-notebooks: $(STAMP) ## nbval: re-execute every notebook offline and compare
 	  echo "The notebooks changed the working tree (they may write only under a temporary directory):"; \
 	  git status --short; exit 1; fi
 
-test-threads: $(STAMP) ## nbval twice: with OMP_NUM_THREADS=1 and with the default thread count
-	@echo "== nbval with OMP_NUM_THREADS=1"
-	OMP_NUM_THREADS=1 $(NBVAL)
-	@echo "== nbval with the default thread count"
-	$(NBVAL)
+# The numerical environments a reader's machine may present, one per word (commas between the
+# variables of one environment). Each changes which kernels compute the same numbers, and so
+# their rounding: one thread; PyTorch's portable kernels instead of AVX2 or AVX-512 ones;
+# NumPy's OpenBLAS with another CPU's kernels; TensorFlow's oneDNN kernels, on as on Colab, also
+# capped at SSE4.1; MKL (PyTorch's BLAS) capped at SSE4.2. `make test-portable` runs nbval
+# under each, and every stored output must match: a printed digit that moves fails it.
+PORTABLE_ENVS := \
+  OMP_NUM_THREADS=1 \
+  ATEN_CPU_CAPABILITY=default \
+  OPENBLAS_CORETYPE=Prescott \
+  TF_ENABLE_ONEDNN_OPTS=1 \
+  TF_ENABLE_ONEDNN_OPTS=1,ONEDNN_MAX_CPU_ISA=SSE41 \
+  MKL_ENABLE_INSTRUCTIONS=SSE4_2
+# All of them at once, for CI: one more nbval run that changes every kernel family together.
+PORTABLE_CI := OMP_NUM_THREADS=1,ATEN_CPU_CAPABILITY=default,OPENBLAS_CORETYPE=Prescott,TF_ENABLE_ONEDNN_OPTS=1,ONEDNN_MAX_CPU_ISA=SSE41,MKL_ENABLE_INSTRUCTIONS=SSE4_2
+PORTABLE ?= $(PORTABLE_ENVS)
+
+test-portable: $(STAMP) ## nbval under each numerical environment of PORTABLE_ENVS (PORTABLE="A=1,B=2 C=3" for others)
+	@failed=; for vars in $(PORTABLE); do \
+	  echo "== nbval with $${vars//,/ }"; start=$$(date +%s); \
+	  if env $${vars//,/ } $(NBVAL); then echo "== passed in $$(( $$(date +%s) - start )) s"; \
+	  else failed="$$failed $$vars"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "Stored outputs not reproduced under:$$failed"; exit 1; fi
+	@echo "Every stored output reproduced under every environment."
+
+test-portable-ci: $(STAMP) ## nbval once with every environment of test-portable at the same time (what CI adds)
+	@$(MAKE) --no-print-directory test-portable PORTABLE=$(PORTABLE_CI)
 
 test-book: $(STAMP) ## build the book from scratch with warnings as errors
 	@echo "== 3/3 jupyter-book build, warnings as errors"

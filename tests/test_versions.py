@@ -1,6 +1,8 @@
 """The minimum framework versions: declared once in the package, equal in pyproject, enforced."""
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -140,3 +142,23 @@ def test_inputs_at_least(package, version):
 
     classify("versions.at_least", lambda: versions.at_least(package.value, version.value), expected,
              agree=lambda result, want: result is want)
+
+
+def test_needs_version_marker_skips_only_where_the_version_is_older(tmp_path):
+    """The conftest hook behind `make test-minimum`'s skips: run on a scratch test file."""
+    (tmp_path / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    (tmp_path / "test_marked.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.needs_version('numpy', '999', reason='a future NumPy')\n"
+        "def test_future(): pass\n"
+        "@pytest.mark.needs_version('numpy', '1.0', reason='any NumPy')\n"
+        "def test_past(): pass\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider",
+                             str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    assert "1 passed, 1 skipped" in result.stdout, result.stdout
+    assert "needs numpy>=999" in result.stdout and "a future NumPy" in result.stdout
+    (tmp_path / "test_marked.py").write_text(
+        "import pytest\n@pytest.mark.needs_version('numpy', '1.0')\ndef test_no_reason(): pass\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(tmp_path)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode != 0 and "needs_version takes" in result.stdout + result.stderr
