@@ -2,13 +2,15 @@
 
 How far float rounding moves a number depends on the CPU's kernels, the thread count and the
 library versions, so a rounding-level difference is never printed as its own size: it is shown
-against a named tolerance. Exact zero is "bit-identical"; a real gap (1e-3 or more) is printed
-to two significant digits, which rounding cannot move.
+against a named tolerance; a real gap (1e-3 or more) is printed to two significant digits,
+far above rounding; and a difference that is zero by construction is "bit-identical".
 
 >>> max_relative_difference({"loss": [1.0, 2.0]}, {"loss": [1.0, 2.0000002]})
 1.0000000005838672e-07
->>> describe_difference(1e-07), describe_difference(0.0), describe_difference(0.0288)
-('below 1e-05 (float32 rounding)', 'bit-identical', '0.029')
+>>> describe_difference(1e-07), describe_difference(0.0288), describe_difference(0.0)
+('below 1e-05 (float32 rounding)', '0.029', 'below 1e-05 (float32 rounding)')
+>>> describe_difference(0.0, exact=True)  # the same computation twice, or a file read back
+'bit-identical'
 >>> describe_difference(3e-16, tolerance=1e-12, reason="float64 rounding")
 'below 1e-12 (float64 rounding)'
 """
@@ -49,19 +51,22 @@ def max_relative_difference(a, b) -> float:
 
 
 def describe_difference(difference: float, *, tolerance: float = FLOAT32_ROUNDING,
-                        reason: str = "float32 rounding") -> str:
+                        reason: str = "float32 rounding", exact: bool = False) -> str:
     """A description of ``difference`` that is the same on every machine.
 
-    - ``0``: "bit-identical" (exact, so it never varies);
     - below ``tolerance``: "below 1e-05 (float32 rounding)", the bound and what it bounds;
+    - ``0`` with ``exact=True``: "bit-identical";
     - from ``tolerance`` to :data:`REAL_GAP`: "below 1e-03", a bound again;
     - from :data:`REAL_GAP` on: the gap itself to two significant digits ("0.029").
 
     ``tolerance`` (one significant digit, at most 1e-3, e.g. 1e-12 for float64 sums) and
     ``reason`` (what rounding it bounds) name the bound a caller expects the difference to be
-    under.
+    under. Pass ``exact=True`` only where the two numbers are equal by construction (the same
+    operations on the same inputs, a file read back): elsewhere a 0 is rounding that happened
+    to cancel on this machine, and another machine prints the bound, so the bound is printed.
     """
     difference = check.non_negative_number("difference", difference)
+    exact = check.boolean("exact", exact)
     tolerance = check.positive_number("tolerance", tolerance)
     if tolerance > REAL_GAP or float(f"{tolerance:.0e}") != tolerance:
         raise ValueError(f"tolerance must have one significant digit and be at most {REAL_GAP:.0e} "
@@ -69,7 +74,7 @@ def describe_difference(difference: float, *, tolerance: float = FLOAT32_ROUNDIN
     if not isinstance(reason, str) or not reason.strip():
         raise TypeError(f"reason must be a non-empty str such as 'float32 rounding', got "
                         f"{type(reason).__name__}: {reason!r}")
-    if difference == 0:
+    if difference == 0 and exact:
         return "bit-identical"
     if difference < tolerance:
         return f"below {tolerance:.0e} ({reason})"

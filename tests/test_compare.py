@@ -20,7 +20,7 @@ def test_max_relative_difference_and_its_description():
     assert compare.max_relative_difference([2.0], [2.5]) == pytest.approx(0.25)
     assert compare.max_relative_difference([0.0], [1e-3]) == pytest.approx(1e-3)  # absolute at 0
     assert compare.max_relative_difference({"a": [1.0], "b": [4.0]}, {"a": [1.0], "b": [5.0]}) == 0.25
-    assert compare.describe_difference(0.0) == "bit-identical"
+    assert compare.describe_difference(0.0, exact=True) == "bit-identical"
     assert compare.describe_difference(0.25) == "0.25"
     with pytest.raises(ValueError, match="same keys"):
         compare.max_relative_difference({"a": [1.0]}, {"b": [1.0]})
@@ -32,11 +32,11 @@ def test_max_relative_difference_and_its_description():
         compare.describe_difference(-1.0)
     with pytest.raises(TypeError, match="difference must be a finite number >= 0, got str"):
         compare.describe_difference("1e-7")
-    assert compare.describe_difference(np.int64(0)) == "bit-identical"
+    assert compare.describe_difference(np.int64(0), exact=True) == "bit-identical"
 
 
 @pytest.mark.parametrize(("difference", "printed"), [
-    (0.0, "bit-identical"),
+    (0.0, "below 1e-05 (float32 rounding)"),  # a 0 by chance: another machine rounds
     (1e-300, "below 1e-05 (float32 rounding)"),
     (1.7e-7, "below 1e-05 (float32 rounding)"),
     (9.99e-6, "below 1e-05 (float32 rounding)"),
@@ -54,8 +54,8 @@ def test_describe_difference_prints_fixed_bands(difference, printed):
 
 def test_rounding_prints_the_same_whatever_its_size():
     """What a notebook prints for float rounding does not change when the rounding does: the
-    sizes seen for one difference on two machines (1e-7 here, 1e-6 there) print alike."""
-    sizes = np.geomspace(1e-12, 9.9e-6, 200)
+    sizes seen for one difference on two machines (0 or 1e-7 here, 1e-6 there) print alike."""
+    sizes = [0.0, *np.geomspace(1e-12, 9.9e-6, 200)]
     assert {compare.describe_difference(s) for s in sizes} == {"below 1e-05 (float32 rounding)"}
     float64 = {compare.describe_difference(s, tolerance=1e-12, reason="float64 rounding")
                for s in np.geomspace(1e-18, 9.9e-13, 200)}
@@ -78,6 +78,14 @@ def test_describe_difference_rejects_a_bad_tolerance(tolerance, error):
 def test_describe_difference_rejects_a_bad_reason(reason):
     with pytest.raises(TypeError, match="reason"):
         compare.describe_difference(1e-7, reason=reason)
+
+
+def test_exact_zero_is_bit_identical_only_when_the_caller_says_so():
+    assert compare.describe_difference(0.0, exact=True) == "bit-identical"
+    assert compare.describe_difference(1e-9, exact=True) == "below 1e-05 (float32 rounding)"
+    assert compare.describe_difference(0.5, exact=True) == "0.5"
+    with pytest.raises(TypeError, match="exact must be True or False"):
+        compare.describe_difference(0.0, exact=1)
 
 
 @BAD_INPUT_SETTINGS
@@ -132,8 +140,6 @@ def test_inputs_describe_difference(difference):
         e = Expect()
         d = e.number("difference", difference, low=0)
         e.done()
-        if d == 0:
-            return "bit-identical"
         if d < 1e-5:
             return "below 1e-05 (float32 rounding)"
         return "below 1e-03" if d < 1e-3 else f"{d:.2g}"
