@@ -81,15 +81,17 @@ test-notebooks: $(STAMP) ## nbval: re-execute every notebook offline and compare
 # variables of one environment). Each changes which kernels compute the same numbers, and so
 # their rounding: one thread; PyTorch's portable kernels instead of AVX2 or AVX-512 ones;
 # NumPy's OpenBLAS with another CPU's kernels; TensorFlow's oneDNN kernels, on as on Colab, also
-# capped at SSE4.1; MKL (PyTorch's BLAS) capped at SSE4.2. `make test-portable` runs nbval
-# under each, and every stored output must match: a printed digit that moves fails it.
+# capped at SSE4.1; MKL (PyTorch's BLAS) capped at SSE4.2; and an AVX-512 machine held to AVX2
+# (the same as oneDNN on where the CPU has no AVX-512). `make test-portable` runs nbval under
+# each, and every stored output must match: a printed digit that moves fails it.
 PORTABLE_ENVS := \
   OMP_NUM_THREADS=1 \
   ATEN_CPU_CAPABILITY=default \
   OPENBLAS_CORETYPE=Prescott \
   TF_ENABLE_ONEDNN_OPTS=1 \
   TF_ENABLE_ONEDNN_OPTS=1,ONEDNN_MAX_CPU_ISA=SSE41 \
-  MKL_ENABLE_INSTRUCTIONS=SSE4_2
+  MKL_ENABLE_INSTRUCTIONS=SSE4_2 \
+  TF_ENABLE_ONEDNN_OPTS=1,ONEDNN_MAX_CPU_ISA=AVX2,ATEN_CPU_CAPABILITY=avx2
 # All of them at once, for CI: one more nbval run that changes every kernel family together.
 PORTABLE_CI := OMP_NUM_THREADS=1,ATEN_CPU_CAPABILITY=default,OPENBLAS_CORETYPE=Prescott,TF_ENABLE_ONEDNN_OPTS=1,ONEDNN_MAX_CPU_ISA=SSE41,MKL_ENABLE_INSTRUCTIONS=SSE4_2
 PORTABLE ?= $(PORTABLE_ENVS)
