@@ -123,14 +123,15 @@ test-book: $(STAMP) ## build the book from scratch with warnings as errors
 # every test file (tests/rendered, the browser test of the built HTML, belongs to test-book), then
 # every chapter executed without comparing digits (other versions round differently), with every
 # check in it still required to pass, the version-keyed ones included. A test that needs a newer
-# version says so with @pytest.mark.needs_version(package, version, reason=...) and is skipped,
-# with its reason, in the summary (-rs). The first run downloads about 3 GB (PyTorch 2.2's PyPI
-# wheel is a CUDA build; it runs on the CPU).
+# version says so with @pytest.mark.needs_version(package, version, reason=...), a test of the
+# pinned environment itself with @pytest.mark.pinned_environment(reason=...); both are skipped
+# with their reason, listed in the summary (-rfEs). The first run downloads about 3 GB
+# (PyTorch 2.2's PyPI wheel is a CUDA build; it runs on the CPU).
 MIN_VENV  := .venv-minimum
 MIN_STAMP := $(MIN_VENV)/.installed
 test-minimum: $(MIN_STAMP) ## every test file and every chapter on the oldest supported TensorFlow, Keras and PyTorch
 	@echo "== pytest tests/ on $$($(MIN_VENV)/bin/python -c 'from companion.versions import _installed_version as v; print(*(f"{p} {v(p)}" for p in ("keras", "tensorflow", "torch", "numpy")), sep=", ")')"
-	$(MIN_VENV)/bin/python -m pytest -rs tests/ --ignore=tests/rendered
+	$(MIN_VENV)/bin/python -m pytest -rfEs tests/ --ignore=tests/rendered
 	@echo "== every chapter, its checks required, its digits not compared"
 	$(MIN_VENV)/bin/python -m pytest --nbval-lax --nbval-current-env book/[0-9][0-9]_*.ipynb
 
