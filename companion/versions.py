@@ -4,7 +4,12 @@ Colab brings its own TensorFlow and PyTorch, which the course never reinstalls, 
 states what it needs and says so clearly when a version is too old, instead of failing later
 with an obscure error. ``pyproject.toml`` declares the same minimums (a test keeps them equal).
 
+Where a framework changed what it does, a chapter's check expects what the installed version
+does, and the page says which version does what:
+
 >>> require("numpy")                                            # doctest: +SKIP
+>>> at_least("keras", "3.15")  # train_on_batch resets the metrics  # doctest: +SKIP
+True
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from importlib import metadata
 
 from companion import _validation as check
 
-__all__ = ["MINIMUM_VERSIONS", "require"]
+__all__ = ["MINIMUM_VERSIONS", "require", "at_least"]
 
 # Keras 3.2: the first release whose fit() weights each batch loss by the batch size (3.0 and
 # 3.1 averaged batch means, keras-team/keras#19363), which is what companion.tf_loop reproduces.
@@ -28,11 +33,11 @@ _DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "torch": ("tor
                   "keras": ("keras",), "numpy": ("numpy",)}
 
 
-def _release(version: str) -> tuple[int, ...]:
+def _release(version: str, name: str = "version") -> tuple[int, ...]:
     """(2, 13, 0) from '2.13.0+cpu' or '3.0.0rc1': the numeric release part only."""
     match = re.match(r"\d+(\.\d+)*", version)
     if match is None:
-        raise ValueError(f"version must start with a number, got {version!r}")
+        raise ValueError(f"{name} must start with a number, got {version!r}")
     return tuple(int(part) for part in match.group(0).split("."))
 
 
@@ -63,3 +68,23 @@ def require(package: str, *, version: str | None = None) -> None:
     if _release(found) < _release(minimum):
         raise ImportError(f"{package} {found} is too old: the companion needs {package}>={minimum} "
                           f"(upgrade it, e.g. pip install -U '{package}>={minimum}')")
+
+
+def at_least(package: str, version: str, *, installed: str | None = None) -> bool:
+    """Whether the installed ``package`` is ``version`` or newer (release numbers only: 3.15.0rc1
+    counts as 3.15.0), for a check whose expected result depends on the version.
+
+    ``installed`` overrides the installed version (for tests). Raises ImportError if ``package``
+    is not installed.
+    """
+    check.choice("package", package, tuple(_DISTRIBUTIONS))
+    for name, value in (("version", version), ("installed", installed)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a str such as '3.15', got {type(value).__name__}: {value!r}")
+    if version is None:
+        raise TypeError("version must be a str such as '3.15', got NoneType: None")
+    wanted = _release(version)
+    found = installed if installed is not None else _installed_version(package)
+    if found is None:
+        raise ImportError(f"{package} is not installed")
+    return _release(found, "installed") >= wanted

@@ -42,6 +42,54 @@ def torch():
     return pytest.importorskip("torch")
 
 
+# --- tests that need a newer framework than the declared minimum ----------------------------------
+#
+# `make test-minimum` runs every test file on the oldest versions the companion declares. A test
+# that checks something those versions do not have says so with
+#     @pytest.mark.needs_version("keras", "3.9", reason="what 3.9 added that the test checks")
+# and is skipped, with that reason, wherever the installed version is older (or absent).
+
+
+def _pinned_environment() -> bool:
+    """Whether NumPy, Keras and PyTorch are installed at the versions constraints.txt pins."""
+    from companion import versions
+
+    pins = dict(line.split("==", 1) for line in (ROOT / "requirements" / "constraints.txt")
+                .read_text().splitlines() if "==" in line and not line.startswith("#"))
+    for package in ("numpy", "keras", "torch"):
+        found = versions._installed_version(package)
+        if found is not None and found.split("+")[0] != pins.get(package):
+            return False
+    return True
+
+
+def pytest_collection_modifyitems(config, items):
+    from companion import versions
+
+    pinned = None
+    for item in items:
+        for mark in item.iter_markers("pinned_environment"):
+            if not mark.kwargs.get("reason"):
+                raise pytest.UsageError(f"{item.nodeid}: pinned_environment takes reason=...")
+            pinned = _pinned_environment() if pinned is None else pinned
+            if not pinned:
+                item.add_marker(pytest.mark.skip(
+                    reason=f"not the pinned environment: {mark.kwargs['reason']}"))
+        for mark in item.iter_markers("needs_version"):
+            if len(mark.args) != 2 or not mark.kwargs.get("reason"):
+                raise pytest.UsageError(f"{item.nodeid}: needs_version takes (package, version, "
+                                        f"reason=...), got {mark.args} {mark.kwargs}")
+            package, version = mark.args
+            try:
+                new_enough = versions.at_least(package, version)
+            except ImportError:
+                new_enough = False
+            if not new_enough:
+                found = versions._installed_version(package) or "not installed"
+                item.add_marker(pytest.mark.skip(
+                    reason=f"needs {package}>={version} ({found} here): {mark.kwargs['reason']}"))
+
+
 def run_python(code: str) -> str:
     """Run ``code`` in a fresh interpreter (nothing imported yet) and return its stdout."""
     result = subprocess.run(

@@ -332,8 +332,13 @@ def resumable_run(case, seed):
     return model, optimizer, {"order_rng": order_rng}, {"generators": {"order": order_rng}}
 
 
-@pytest.mark.parametrize("case", ["OneCycleLR", "DataLoader(shuffle=True, generator=g)",
-                                  "numpy.random.Generator"])
+ONE_CYCLE_NEEDS = pytest.mark.needs_version(
+    "torch", "2.4", reason="OneCycleLR's state holds a function before PyTorch 2.4 "
+    "(pytorch/pytorch#123775), which save_training_state refuses")
+
+
+@pytest.mark.parametrize("case", [pytest.param("OneCycleLR", marks=ONE_CYCLE_NEEDS),
+                                  "DataLoader(shuffle=True, generator=g)", "numpy.random.Generator"])
 def test_torch_resume_with_a_scheduler_or_generators_is_bit_identical(tmp_path, case):
     straight, straight_opt, loop, _ = resumable_run(case, seed=0)
     custom_train(straight, straight_opt, 4, **loop)
@@ -349,6 +354,7 @@ def test_torch_resume_with_a_scheduler_or_generators_is_bit_identical(tmp_path, 
     assert torch_equal(straight, resumed)
 
 
+@ONE_CYCLE_NEEDS
 def test_a_scheduler_or_generator_missing_on_either_side_is_refused(tmp_path):
     model, optimizer, _, parts = resumable_run("OneCycleLR", seed=0)
     with pytest.raises(ValueError, match="pass it as scheduler="):
@@ -382,7 +388,9 @@ def assert_torch_unchanged(before, after):
     assert opt["param_groups"] == opt2["param_groups"]
     assert opt["state"].keys() == opt2["state"].keys()
     for index, state in opt["state"].items():
-        assert all(torch.equal(value, opt2["state"][index][key]) for key, value in state.items())
+        # older PyTorch (2.2 does) keeps a None momentum_buffer when SGD has no momentum
+        assert all(torch.equal(value, opt2["state"][index][key]) if value is not None
+                   else opt2["state"][index][key] is None for key, value in state.items())
     assert torch.equal(rng, rng2) and np.array_equal(np_rng, np_rng2) and py_rng == py_rng2
 
 

@@ -264,7 +264,7 @@ def test_a_keras_metric_fed_1d_batches_counts_batches_not_samples(keras):
     for start in range(0, N, 32):  # batches of 32 and 18 samples, of shape (batch,)
         metric.update_state(Y[start:start + 32, 0], P[start:start + 32, 0])
         batch_means.append(np.mean((Y[start:start + 32] - P[start:start + 32]) ** 2))
-    assert float(metric.count) == 2  # the symptom: one "sample" per batch
+    assert float(metric.count.numpy()) == 2  # the symptom: one "sample" per batch
     finding = only("METRIC_COUNT_MISMATCH", Y, P, metric=metric)
     assert f"has count 2, but y_true holds {N} samples" in finding.message
     assert "1-D batches of shape (batch,)" in finding.message

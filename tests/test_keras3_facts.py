@@ -36,3 +36,9 @@ def test_whole_model_saving_needs_a_file_extension(model, tmp_path):
 def test_metrics_reset_with_reset_state_only():
     metric = keras.metrics.Mean()
     assert hasattr(metric, "reset_state") and not hasattr(metric, "reset_states")
+
+
+def test_tf_keras_is_keras_3():
+    """The troubleshooting page: `tf.keras` is Keras 3 from TensorFlow 2.16 on."""
+    tf = pytest.importorskip("tensorflow")
+    assert tf.keras.version().startswith("3.") and tf.keras.Model is keras.Model

@@ -158,6 +158,7 @@ def test_all_extra_is_every_other_extra():
     assert self_reference.extras == set(declared) - {"all"}
 
 
+@pytest.mark.pinned_environment(reason="it checks that the environment is the pinned one")
 def test_installed_versions_match_the_pins():
     # The environment running the tests is the one the constraints describe.
     pinned = pins()

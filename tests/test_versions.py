@@ -1,11 +1,13 @@
 """The minimum framework versions: declared once in the package, equal in pyproject, enforced."""
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import INPUT_SETTINGS, Expect, classify, objects_valid_and_invalid
+from conftest import INPUT_SETTINGS, Expect, Invalid, classify, objects_valid_and_invalid
 from hypothesis import given
 
 from companion import versions
@@ -87,3 +89,76 @@ def test_inputs_require(package, version):
         return "ok"
 
     classify("versions.require", call, expected, agree=lambda result, want: result == want)
+
+
+# --- at_least: the version key of a check where a framework changed behaviour ------------------
+
+
+@pytest.mark.parametrize("installed, version, newer", [
+    ("3.13.2", "3.15", False), ("3.15.0", "3.15", True), ("3.15.1", "3.15", True),
+    ("3.15.0rc1", "3.15", True), ("3.2.1", "3.15", False), ("4.0", "3.15", True),
+    ("2.11.0+cpu", "2.11", True), ("2.9.9", "2.10", False),
+])
+def test_at_least_compares_release_numbers(installed, version, newer):
+    assert versions.at_least("keras", version, installed=installed) is newer
+
+
+@pytest.mark.parametrize("package", sorted(versions.MINIMUM_VERSIONS))
+def test_at_least_reads_the_installed_version(package):
+    pytest.importorskip(package)
+    found = versions._installed_version(package)
+    assert versions.at_least(package, found) and versions.at_least(package, versions.MINIMUM_VERSIONS[package])
+    assert not versions.at_least(package, "999")
+
+
+def test_at_least_rejects_bad_arguments(monkeypatch):
+    with pytest.raises(ValueError, match="package must be one of"):
+        versions.at_least("jax", "1.0")
+    for bad in (None, 3.15, b"3.15"):
+        with pytest.raises(TypeError, match="version must be a str"):
+            versions.at_least("keras", bad)
+    with pytest.raises(ValueError, match="version must start with a number"):
+        versions.at_least("keras", "latest")
+    with pytest.raises(ValueError, match="installed must start with a number"):
+        versions.at_least("keras", "3.15", installed="dev")
+    with pytest.raises(TypeError, match="installed must be a str"):
+        versions.at_least("keras", "3.15", installed=3.15)
+    monkeypatch.setattr(versions, "_installed_version", lambda package: None)
+    with pytest.raises(ImportError, match="keras is not installed"):
+        versions.at_least("keras", "3.15")
+
+
+@INPUT_SETTINGS
+@given(package=PACKAGES, version=VERSIONS)
+def test_inputs_at_least(package, version):
+    def expected():
+        e = Expect()
+        name, wanted = e.object("package", package), e.object("version", version)
+        e.done()
+        if wanted is None:  # at_least needs a version to compare with
+            raise Invalid("version")
+        number = lambda text: tuple(int(p) for p in re.match(r"\d+(\.\d+)*", text).group(0).split("."))  # noqa: E731
+        return number(versions._installed_version(name)) >= number(wanted)
+
+    classify("versions.at_least", lambda: versions.at_least(package.value, version.value), expected,
+             agree=lambda result, want: result is want)
+
+
+def test_needs_version_marker_skips_only_where_the_version_is_older(tmp_path):
+    """The conftest hook behind `make test-minimum`'s skips: run on a scratch test file."""
+    (tmp_path / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    (tmp_path / "test_marked.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.needs_version('numpy', '999', reason='a future NumPy')\n"
+        "def test_future(): pass\n"
+        "@pytest.mark.needs_version('numpy', '1.0', reason='any NumPy')\n"
+        "def test_past(): pass\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider",
+                             str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    assert "1 passed, 1 skipped" in result.stdout, result.stdout
+    assert "needs numpy>=999" in result.stdout and "a future NumPy" in result.stdout
+    (tmp_path / "test_marked.py").write_text(
+        "import pytest\n@pytest.mark.needs_version('numpy', '1.0')\ndef test_no_reason(): pass\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(tmp_path)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode != 0 and "needs_version takes" in result.stdout + result.stderr
