@@ -80,6 +80,7 @@ def core_size(source) -> tuple[int, int]:
 
 def reading_minutes(words: int, lines: int) -> int:
     """The reading time of ``words`` of prose and ``lines`` of code, rounded to 5 minutes."""
+    words, lines = check.non_negative_int("words", words), check.non_negative_int("lines", lines)
     minutes = words / WORDS_PER_MINUTE + lines * SECONDS_PER_CODE_LINE / 60
     return max(5, int(5 * round(minutes / 5)))
 
