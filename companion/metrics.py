@@ -79,33 +79,32 @@ def read(values):
     >>> read([1, (2.5, [3.0])])
     [1, (2.5, [3.0])]
     """
-    tensors = []
-    _collect(values, tensors)
-    if not tensors:
+    torch = sys.modules.get("torch")
+    if torch is None:  # no tensor can exist
         return values
-    import torch
-
     groups = {}
-    for tensor in tensors:
-        scalar = tensor if tensor.dim() == 0 else tensor.reshape(())
-        groups.setdefault((tensor.dtype, tensor.device), []).append(scalar)
+    _collect(values, torch.Tensor, groups)
+    if not groups:
+        return values
     host = {key: iter(torch.stack(group).tolist()) for key, group in groups.items()}
-    return _replace(values, host)
+    return _replace(values, torch.Tensor, host)
 
 
-def _collect(values, tensors: list) -> None:
-    if _is_tensor(values):
-        tensors.append(values)
-    elif isinstance(values, (list, tuple)):
-        for value in values:
-            _collect(value, tensors)
+def _collect(values, tensor_class, groups: dict) -> None:
+    """The tensors of ``values``, by dtype and device, each as a 0-d tensor."""
+    for value in values if type(values) in (list, tuple) else (values,):
+        if type(value) in (list, tuple):
+            _collect(value, tensor_class, groups)
+        elif isinstance(value, tensor_class):
+            groups.setdefault((value.dtype, value.device), []).append(
+                value if value.dim() == 0 else value.reshape(()))
 
 
-def _replace(values, host: dict):
-    if _is_tensor(values):
+def _replace(values, tensor_class, host: dict):
+    if isinstance(values, tensor_class):
         return next(host[values.dtype, values.device])
-    if isinstance(values, (list, tuple)):
-        return type(values)(_replace(value, host) for value in values)
+    if type(values) in (list, tuple):
+        return type(values)([_replace(value, tensor_class, host) for value in values])
     return values
 
 
@@ -197,7 +196,7 @@ class _Metric:
         import torch
 
         for message, (count_bad, kept) in self._unchecked.items():
-            if any(values.shape[1:] != kept[0].shape[1:] for values in kept):
+            if any(v.dim() == 0 or v.shape[1:] != kept[0].shape[1:] for v in kept):
                 kept = [values.reshape(-1) for values in kept]
             found = count_bad(torch.cat(kept))
             self._found[message] = self._found[message] + found if message in self._found else found
@@ -260,7 +259,7 @@ class Mean(_Metric):
         weights = _device_weights(sample_weight, values, of="values")
         per_sample = _row_means(_floats(values))
         if weights is None:
-            return self._add_on_device(per_sample.sum(), len(per_sample))
+            return self._add_on_device(per_sample.sum(), per_sample.shape[0])
         self._check_weights(weights)
         self._add_on_device((per_sample * weights).sum(), weights.sum(dtype=per_sample.dtype))
 
@@ -302,9 +301,8 @@ class MeanSquaredError(_Metric):
         # In float64, as above: the difference of two float32 numbers is exact there.
         difference = _floats(y_pred) - _floats(y_true)
         if weights is None:  # the sum of all squared errors, over the outputs per sample
-            flat = difference.reshape(-1)
-            return self._add_on_device(flat.dot(flat), len(difference),
-                                       scale=len(difference) / len(flat))
+            flat, samples = difference.reshape(-1), difference.shape[0]
+            return self._add_on_device(flat.dot(flat), samples, scale=samples / flat.shape[0])
         self._check_weights(weights)
         errors = _row_means(difference.square())
         self._add_on_device((errors * weights).sum(), weights.sum(dtype=errors.dtype))
@@ -356,7 +354,7 @@ class Accuracy(_Metric):
 
     def _kind(self, y_pred, labels: int) -> str:
         """How ``y_pred`` is read: "scores", "indices" or "binary" (or a clear error)."""
-        if y_pred.ndim == 0 or y_pred.ndim > 2 or len(y_pred) != labels:
+        if y_pred.ndim == 0 or y_pred.ndim > 2 or y_pred.shape[0] != labels:
             raise ValueError(f"y_pred must have shape (N,), (N, 1) or (N, C) with N = {labels} "
                              f"labels of y_true, got shape {tuple(y_pred.shape)}")
         if y_pred.ndim == 2 and y_pred.shape[1] >= 2:  # class scores
@@ -401,7 +399,7 @@ class Accuracy(_Metric):
         weights = _device_weights(sample_weight, labels, of="y_true")
         correct = self._correct_on_device(labels, y_pred)
         if weights is None:  # count_nonzero: the fastest sum of bools
-            return self._add_on_device(_floats(correct.count_nonzero()), len(correct))
+            return self._add_on_device(_floats(correct.count_nonzero()), correct.shape[0])
         self._check_weights(weights)
         self._add_on_device((correct * weights).sum(dtype=_float_dtype(y_pred)),
                             weights.sum(dtype=_float_dtype(y_pred)))
@@ -409,7 +407,7 @@ class Accuracy(_Metric):
     def _correct_on_device(self, labels, y_pred):
         """As :meth:`_correct`, on the device: True for each sample predicted right. The
         values that need checking are kept for ``result()``."""
-        kind = self._kind(y_pred, len(labels))
+        kind = self._kind(y_pred, labels.shape[0])
         classes = y_pred.shape[1] if kind == "scores" else 2 if kind == "binary" else None
         span = "(integers >= 0)" if classes is None else f"from 0 to {classes - 1}"
         self._check_later(f"y_true must hold class indices {span} for this y_pred, got {{}} other "
@@ -487,12 +485,12 @@ def _float_dtype(tensor):
     """float64, to add up in; float32 on Apple's MPS, which has no float64."""
     import torch
 
-    return torch.float32 if tensor.device.type == "mps" else torch.float64
+    return torch.float32 if tensor.is_mps else torch.float64
 
 
 def _floats(tensor):
     """``tensor`` in float64 (float32 on MPS): no copy if it already is."""
-    return tensor.to(_float_dtype(tensor))
+    return tensor.float() if tensor.is_mps else tensor.double()
 
 
 def _on_device(name: str, value, like):

@@ -1299,3 +1299,22 @@ def test_keras_ema_resumes_exactly_when_saved_inside_fit(tmp_path):
     differences["one fit per epoch"] = keras_difference(straight, each)
     assert differences["saved inside fit, one fit"] == 0.0, differences
     assert differences["saved after fit"] > 1e-3 and differences["one fit per epoch"] > 1e-3, differences
+
+
+def test_the_checksum_proves_integrity_not_authenticity(tmp_path):
+    # A file changed on purpose, its checksum recomputed (anyone can), loads: the checksum only
+    # catches accidents. The same change without a new checksum is refused.
+    model, optimizer = torch_run()
+    path = checkpoints.save_training_state(tmp_path / "s.pt", model=model, optimizer=optimizer)
+    planted = torch.full_like(model.state_dict()["0.weight"], 0.123)
+    data = path.read_bytes()
+    rewritten(path, lambda state: state["model"].update({"0.weight": planted}))
+    tampered = path.read_bytes()
+    path.write_bytes(tampered[:-CHECKSUM_LENGTH] + data[-CHECKSUM_LENGTH:])  # the old checksum
+    fresh, fresh_opt = torch_run(seed=3)
+    with pytest.raises(ValueError, match="do not match the SHA-256"):
+        checkpoints.load_training_state(path, model=fresh, optimizer=fresh_opt)
+    path.write_bytes(tampered)
+    checkpoints.load_training_state(path, model=fresh, optimizer=fresh_opt)
+    assert torch.equal(fresh.state_dict()["0.weight"], planted)
+    assert "not authenticity" in checkpoints.__doc__ and "signature" in checkpoints.__doc__

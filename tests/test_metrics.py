@@ -812,7 +812,7 @@ def test_updates_with_tensors_copy_nothing_to_the_host():
     (Accuracy, ([0, 2], [0.2, 0.9]), r"y_true must hold class indices from 0 to 1"),
     (Accuracy, ([-3, 0], [1, 0]), r"y_true must hold class indices \(integers >= 0\)"),
     (Accuracy, ([0, 1], [[0.2, float("nan")], [0.6, 0.4]]),
-     r"y_pred must be finite, got 1 row\(s\) of scores holding NaN or inf"),
+     r"y_pred must be finite, got 1 NaN or inf value\(s\)"),
     (Accuracy, ([0, 1], [float("inf"), 0.4]), r"y_pred must be finite, got 1 NaN or inf value\(s\)"),
     (MeanSquaredError, ([1.0, 2.0], [1.0, float("nan")]), "y_true, y_pred or sample_weight fed to"),
     (Mean, ([1.0, float("inf")],), "values or sample_weight fed to Mean 'mean' since the last reset"),
@@ -871,3 +871,15 @@ def test_read_copies_once_per_dtype_and_device():
     assert reads.total == 2, reads.calls  # float32 and float64: two copies for 150 tensors
     assert result[0] == (4, [0.5, 1.5], [(2.0, 4.0)]) and len(result) == 50
     assert read([1, "a", (2.5,)]) == [1, "a", (2.5,)]
+
+
+def test_a_tensor_value_with_a_tensor_weight_reads_back():
+    torch = pytest.importorskip("torch")
+    loss = Mean(name="loss")
+    loss.update(torch.tensor(0.5), sample_weight=torch.tensor(4))  # a batch loss, its size
+    loss.update(torch.tensor(2.0), sample_weight=8)
+    loss.update(torch.tensor([1.0, 3.0]), sample_weight=torch.tensor([[1.0], [1.0]]))
+    assert loss.result() == pytest.approx((0.5 * 4 + 2.0 * 8 + 4.0) / 14, rel=1e-15)
+    loss.update(torch.tensor(1.0), sample_weight=torch.tensor(-2.0))
+    with pytest.raises(ValueError, match=r"sample_weight must be >= 0, got 1 negative weight"):
+        loss.result()
