@@ -13,6 +13,8 @@ import numpy as np
 
 def integer(name: str, value, *, minimum: int) -> int:
     """An int (or NumPy integer, not a bool) >= ``minimum``."""
+    if type(value) is int and value >= minimum:  # the common case, checked first: loops call this
+        return value
     what = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be {what}, got {type(value).__name__}: {value!r}")
@@ -52,7 +54,26 @@ def boolean(name: str, value) -> bool:
 def to_numpy(name: str, value) -> np.ndarray:
     """``value`` as a NumPy array: PyTorch and TensorFlow tensors (without importing either),
     their bfloat16 as float32 (which holds every bfloat16 value exactly), lists, numbers.
-    PyTorch's meta, sparse and quantized tensors are refused, by kind."""
+    PyTorch's meta, sparse and quantized tensors are refused, by kind, and so is a NumPy
+    masked array with masked values (its mask would be ignored)."""
+    if value is None or isinstance(value, (str, bytes, dict, set)):
+        raise TypeError(f"{name} must be an array of numbers (a NumPy array, a list or a tensor), "
+                        f"got {type(value).__name__}: {_short_repr(value)}")
+    if isinstance(value, (list, tuple)) and value and all(getattr(v, "ndim", 0) >= 1 for v in value):
+        # np.asarray would stack them into one array with a new first axis, of len(value)
+        # "samples": the mistake of passing a model's several inputs, or a list of batches.
+        shapes = [tuple(v.shape) for v in value]
+        raise TypeError(f"{name} must be one array, got a {type(value).__name__} of {len(value)} "
+                        f"arrays of shapes {shapes}: pass one array (np.concatenate({name}) "
+                        f"joins batches, np.stack({name}) stacks samples)")
+    if isinstance(value, np.ma.MaskedArray):
+        masked = int(np.ma.count_masked(value))
+        if masked:  # np.asarray would keep the hidden values and drop the mask
+            raise TypeError(f"{name} must be a plain array, got a numpy.ma.MaskedArray with "
+                            f"{masked} of its {value.size} values masked, which this function "
+                            f"would use as data: drop those samples, or fill them "
+                            f"({name}.filled(value))")
+        value = value.data
     if hasattr(value, "detach"):  # a PyTorch tensor: leave autograd and the GPU first
         _dense_tensor(name, value)
         value = value.detach().cpu()
@@ -150,36 +171,43 @@ def non_negative_number(name: str, value) -> float:
 
 
 def same_shape(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Make (N,) and (N, 1) agree, as Keras does; refuse every other pair of shapes that differ."""
+    """Make (N,) and (N, 1) agree, as Keras does; refuse every other pair of shapes that differ.
+    Arrays or tensors: only their shapes are read."""
     if y_true.ndim == 0 or y_pred.ndim == 0:
         raise ValueError(f"y_true and y_pred must be batches of shape (N, ...), got y_true of shape "
-                         f"{y_true.shape} and y_pred of shape {y_pred.shape}")
+                         f"{tuple(y_true.shape)} and y_pred of shape {tuple(y_pred.shape)}")
     if y_true.ndim == y_pred.ndim + 1 and y_true.shape[-1] == 1:
         y_true = y_true[..., 0]
     elif y_pred.ndim == y_true.ndim + 1 and y_pred.shape[-1] == 1:
         y_pred = y_pred[..., 0]
     if y_true.shape != y_pred.shape:
         raise ValueError(
-            f"y_true has shape {y_true.shape} and y_pred has shape {y_pred.shape}; expected equal "
-            f"shapes, or shapes that differ by a trailing axis of size 1 such as (N,) and (N, 1). "
+            f"y_true has shape {tuple(y_true.shape)} and y_pred has shape {tuple(y_pred.shape)}; "
+            f"expected equal shapes, or shapes that differ by a trailing axis of size 1 such as (N,) and (N, 1). "
             f"Nothing is broadcast: (N,) against (N, N) would compare every label with every prediction"
         )
     return y_true, y_pred
 
 
-def class_indices(y_true: np.ndarray) -> np.ndarray:
-    """Class labels as int64 of shape (N,), from (N,) or (N, 1) integers >= 0 of any numeric dtype."""
-    if y_true.ndim == 2 and y_true.shape[1] > 1:
+def class_index_shape(y_true) -> None:
+    """Refuse class labels (an array or tensor) not shaped (N,) or (N, 1)."""
+    shape = tuple(y_true.shape)
+    if len(shape) == 2 and shape[1] > 1:
         raise ValueError(
-            f"y_true must hold class indices of shape (N,) or (N, 1), got shape {y_true.shape}; "
+            f"y_true must hold class indices of shape (N,) or (N, 1), got shape {shape}; "
             f"for one-hot labels pass y_true.argmax(axis=-1)"
         )
-    if y_true.ndim == 0 or y_true.ndim > 2:
-        raise ValueError(
-            f"y_true must hold class indices of shape (N,) or (N, 1), got shape {y_true.shape}"
-        )
+    if len(shape) == 0 or len(shape) > 2:
+        raise ValueError(f"y_true must hold class indices of shape (N,) or (N, 1), got shape {shape}")
+
+
+def class_indices(y_true: np.ndarray) -> np.ndarray:
+    """Class labels as int64 of shape (N,), from (N,) or (N, 1) integers >= 0 of any numeric dtype."""
+    class_index_shape(y_true)
     labels = y_true.reshape(-1)
-    if labels.dtype.kind in "biu":  # integers: only a negative label can be wrong
+    if labels.dtype.kind == "u":  # beyond int64's range a label would wrap around to negative
+        bad = labels > np.iinfo(np.int64).max
+    elif labels.dtype.kind in "bi":  # integers: only a negative label can be wrong
         bad = labels < 0
     else:  # past 2**53 a float is no longer an exact integer, and int64 would wrap around
         bad = (labels < 0) | (labels != np.round(labels)) | (labels >= np.float64(2**53))
@@ -222,7 +250,8 @@ def keras_model(name: str, value) -> None:
 
     instance(name, value, keras.Model)
     if not value.built:
-        raise ValueError(f"{name} must be built: give it a keras.Input or call build() first")
+        raise ValueError(f"{name} must be built (its weights exist only then), got an unbuilt "
+                         f"{type(value).__name__}: give it a keras.Input or call build() first")
 
 
 def torch_model(name: str, value) -> None:
@@ -314,8 +343,8 @@ def torch_prediction_shape(model, loss_fn, x, y) -> None:
     elementwise = type(loss_fn).__name__ in _ELEMENTWISE_LOSSES
     if elementwise and tuple(prediction.shape[1:]) != tuple(y.shape[1:]):
         raise ValueError(
-            f"y has shape {tuple(y.shape)[1:]} per sample but the model predicts "
-            f"{tuple(prediction.shape)[1:]}: {type(loss_fn).__name__} would broadcast them against "
+            f"y must have the prediction's shape per sample, {tuple(prediction.shape)[1:]}, got "
+            f"{tuple(y.shape)[1:]}: {type(loss_fn).__name__} would broadcast them against "
             "each other and average the wrong pairs; reshape y to the prediction's shape"
         )
 
@@ -334,10 +363,17 @@ def finite_loss(loss: float, epoch: int, step: int) -> None:
 
 
 def keras_input(name: str, model, x: np.ndarray) -> None:
-    """Refuse ``x`` whose sample shape differs from the model's input shape (where it has one)."""
+    """Refuse ``x`` whose sample shape differs from the model's input shape (where it has one),
+    and a model with several inputs, which one array cannot feed."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) > 1:
+        raise ValueError(f"model must take one input, got a model with {len(inputs)} inputs "
+                         f"{[tuple(i.shape) for i in inputs]}: {name} is one array here; train "
+                         f"such a model with model.fit({name}=[...])")
     expected = getattr(model, "input_shape", None)
-    if not isinstance(expected, tuple) or not all(d is None or isinstance(d, int) for d in expected):
-        return  # several inputs, or a model without an Input: Keras checks them itself
+    if x is None or not isinstance(expected, tuple) or not all(
+            d is None or isinstance(d, int) for d in expected):
+        return  # a model without an Input: Keras checks x itself
     if len(expected) != x.ndim or any(d is not None and d != n for d, n in zip(expected[1:], x.shape[1:])):
         raise ValueError(f"{name} must have shape (N, {', '.join(map(str, expected[1:]))}) for the "
                          f"model's input {expected}, got shape {x.shape}")
@@ -348,14 +384,32 @@ def keras_data(model, x, y) -> tuple[np.ndarray, np.ndarray]:
     the model's input, floats converted to Keras' float type (float32), which must hold them."""
     import keras
 
+    keras_input("x", model, None)  # a model of several inputs, before x is read as one array
     x = data_array("x", x)
     y = data_array("y", y, length=len(x))
     keras_input("x", model, x)
+    keras_target("y", model, y)
     floatx = keras.config.floatx()
     for name, array in (("x", x), ("y", y)):
         within_range(name, array, limit=float(np.finfo(floatx).max), dtype=floatx)
     x, y = (a.astype(floatx) if np.issubdtype(a.dtype, np.floating) else a for a in (x, y))
     return x, y
+
+
+def keras_target(name: str, model, y: np.ndarray) -> None:
+    """Refuse targets ``y`` that a Keras loss would broadcast against the model's output: each
+    sample's target must have the output's shape, or be one number (a class index), up to a
+    trailing axis of size 1."""
+    output = getattr(model, "output_shape", None)
+    if not isinstance(output, tuple) or not all(d is None or isinstance(d, int) for d in output):
+        return  # several outputs, or a model without an Input: Keras checks y itself
+    target, predicted = tuple(y.shape[1:]), tuple(output[1:])
+    accepted = {predicted, predicted + (1,), predicted[:-1], (), (1,)}
+    if target not in accepted and not (len(target) == len(predicted) and all(
+            p is None for t, p in zip(target, predicted) if t != p)):
+        raise ValueError(f"{name} must hold, per sample, the model's output shape {predicted} (or "
+                         f"one class index), got {target}: a Keras loss would broadcast them "
+                         f"against each other and average the wrong pairs; reshape {name}")
 
 
 def within_range(name: str, array: np.ndarray, *, limit: float, dtype: str) -> None:

@@ -79,12 +79,25 @@ class ReliabilityDiagram:
             raise ValueError(f"count must hold one whole number >= 0 per bin, shape ({len(edges) - 1},), "
                              f"got {count!r}")
         fields = {"bin_edges": edges, "count": count.astype(np.int64)}
+        empty = count == 0
         for name in ("confidence", "accuracy"):  # NaN marks an empty bin
             values = check.to_numpy(name, getattr(self, name))
             if values.dtype.kind not in "biuf" or values.shape != count.shape:
                 raise ValueError(f"{name} must hold one number per bin, shape {count.shape}, got "
                                  f"dtype {values.dtype} and shape {values.shape}")
-            fields[name] = values.astype(np.float64)
+            values = values.astype(np.float64)
+            if not np.array_equal(np.isnan(values), empty):
+                raise ValueError(f"{name} must be NaN exactly in the empty bins (count 0), got "
+                                 f"{values.tolist()} for the counts {count.tolist()}")
+            # A bin's mean confidence lies within the bin (up to the rounding of a mean); an
+            # accuracy is a fraction.
+            low, high = (edges[:-1], edges[1:]) if name == "confidence" else (0.0, 1.0)
+            outside = ~empty & ((values < low - 1e-12) | (values > high + 1e-12))
+            if outside.any():
+                where = "inside its bin's edges" if name == "confidence" else "in [0, 1]"
+                raise ValueError(f"{name} must be {where} for every filled bin, got "
+                                 f"{float(values[outside][0])!r} in bin {int(np.argmax(outside))}")
+            fields[name] = values
         for name, value in fields.items():
             object.__setattr__(self, name, value)
 

@@ -84,9 +84,7 @@ def core_size(source) -> tuple[int, int]:
 
 def exact_minutes(words: int, lines: int) -> float:
     """Minutes to read ``words`` of prose and ``lines`` of code at a learner's pace."""
-    for name, value in (("words", words), ("lines", lines)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a count (an int >= 0), got {value!r}")
+    words, lines = check.non_negative_int("words", words), check.non_negative_int("lines", lines)
     return words / WORDS_PER_MINUTE + lines * SECONDS_PER_CODE_LINE / 60
 
 

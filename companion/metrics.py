@@ -1,14 +1,14 @@
-"""Streaming metrics on NumPy: a running total, a count, and one division at the end.
+"""Streaming metrics: a running total, a count, and one division at the end.
 
 Each metric has the three-verb life of ``keras.metrics`` and torchmetrics: ``update(...)`` adds
 a batch, ``result()`` reads the metric, ``reset()`` empties it (a training loop resets at the
-start of every epoch). The state is two plain numbers: ``total``, the weighted sum of the
-per-sample values seen so far, and ``count``, the sum of their weights (the number of samples
-when there are no weights). ``result()`` is ``total / count``, with one refinement: each
-addition to ``total`` rounds away some low-order bits, which a private term keeps
-(Neumaier's compensated sum) and ``result()`` adds back. A long run of large values then
-keeps its digits: over 10**6 updates of 1e12 + U(0, 1), the plain running sum is off by
-0.5 in the mean; the compensated one is at least as close as ``np.mean`` (1e-4).
+start of every epoch). The state is two numbers: ``total``, the weighted sum of the per-sample
+values seen so far, and ``count``, the sum of their weights (the number of samples when there
+are no weights). ``result()`` is ``total / count``, with one refinement: each addition to
+``total`` rounds away some low-order bits, which a private term keeps (Neumaier's compensated
+sum) and ``result()`` adds back. A long run of large values then keeps its digits: over 10**6
+updates of 1e12 + U(0, 1), the plain running sum is off by 0.5 in the mean; the compensated
+one is at least as close as ``np.mean`` (1e-4).
 
 Because the state is a sum over samples, the result is the per-sample mean over everything
 seen, however the data was cut into batches. It is *not* the mean of the batch means, which
@@ -21,6 +21,17 @@ differs as soon as one batch (usually the last) is smaller than the others:
 (5.0, 4.0, 1.25)
 
 The mean of the two batch means would be (1/3 + 4) / 2 = 2.1667.
+
+**Where the predictions are.** Fed PyTorch tensors (the predictions, or ``values`` for
+:class:`Mean`), a metric adds up on their device: ``total`` and ``count`` become float64
+tensors there (float32 on Apple's MPS, which has no float64), and nothing is copied to the
+host until ``result()``, or :func:`read`, reads them, once. On a GPU a copy to the host makes
+the host wait for every queued kernel, so a metric that copied each batch would stall the
+device at every step. The checks that need the values themselves (NaN or inf, labels out of
+range, negative weights) are counted on the device too and raised by ``result()``; shapes and
+dtypes are checked at once. Such a total is a plain float64 sum, without the compensation
+(its relative error after n updates is below n * 1.1e-16). NumPy arrays, lists and TensorFlow
+tensors are added up on the host, as NumPy.
 
 Where these metrics differ from ``keras.metrics``, on purpose:
 
@@ -38,24 +49,75 @@ Where these metrics differ from ``keras.metrics``, on purpose:
 * ``sample_weight`` holds one weight per sample, shape (N,) or (N, 1). A scalar weight is
   accepted only for a scalar value (``Mean().update(batch_loss, sample_weight=batch_size)``);
   Keras applies a scalar weight to the batch *mean*, a mean of batch means again.
-* Bad input fails early, with a message that names the argument (empty batches, NaN or inf,
+* Bad input fails with a message that names the argument (empty batches, NaN or inf,
   negative weights, mismatched lengths); Keras lets NaN through into the result.
 
-Inputs can be NumPy arrays, Python numbers or lists, TensorFlow tensors and PyTorch tensors;
-neither framework is imported.
+Neither framework is imported.
 """
 
 from __future__ import annotations
+
+import math
+import sys
 
 import numpy as np
 
 from companion import _validation as check
 
-__all__ = ["Accuracy", "Mean", "MeanSquaredError"]
+__all__ = ["Accuracy", "Mean", "MeanSquaredError", "read"]
+
+
+def read(values):
+    """``values`` (numbers, tensors, and lists and tuples of them) with every PyTorch tensor
+    replaced by the Python number it holds, copied to the host together: one copy for all
+    the tensors of one dtype and device.
+
+    A copy to the host makes the host wait for every kernel queued on a GPU: a training loop
+    keeps its losses and metric states on the device during an epoch and reads them with one
+    call after it.
+
+    >>> read([1, (2.5, [3.0])])
+    [1, (2.5, [3.0])]
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:  # no tensor can exist
+        return values
+    groups = {}
+    _collect(values, torch.Tensor, groups)
+    if not groups:
+        return values
+    host = {key: iter(torch.stack(group).tolist()) for key, group in groups.items()}
+    return _replace(values, torch.Tensor, host)
+
+
+def _collect(values, tensor_class, groups: dict) -> None:
+    """The tensors of ``values``, by dtype and device, each as a 0-d tensor."""
+    for value in values if type(values) in (list, tuple) else (values,):
+        if type(value) in (list, tuple):
+            _collect(value, tensor_class, groups)
+        elif isinstance(value, tensor_class):
+            groups.setdefault((value.dtype, value.device), []).append(
+                value if value.dim() == 0 else value.reshape(()))
+
+
+def _replace(values, tensor_class, host: dict):
+    if isinstance(values, tensor_class):
+        return next(host[values.dtype, values.device])
+    if type(values) in (list, tuple):
+        return type(values)([_replace(value, tensor_class, host) for value in values])
+    return values
+
+
+def _is_tensor(value) -> bool:
+    """A PyTorch tensor, told apart without importing torch (none exists before it is)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 class _Metric:
     """The state and the three verbs every metric shares: ``result() = total / count``."""
+
+    _FED = "the values"  # what update() is fed, named by the error about NaN or inf
 
     def __init__(self, name: str):
         if not isinstance(name, str) or not name:
@@ -68,22 +130,40 @@ class _Metric:
         self.total = 0.0  # weighted sum of the per-sample values since the last reset()
         self.count = 0.0  # sum of their weights: the number of samples, if unweighted
         self._compensation = 0.0  # the low-order bits that rounding dropped from total
+        self._unchecked = {}  # fed tensors: message -> (count of the bad, values kept for it)
+        self._found = {}  # message -> how many bad values its check found (a tensor)
+        self._kept = 0  # how many values are kept unchecked
 
     def result(self) -> float:
-        """``total / count``; raises ``ValueError`` while ``count`` is 0."""
-        if self.count == 0:
+        """``total / count``; raises ``ValueError`` while ``count`` is 0, and for what the
+        tensors fed since the last ``reset()`` held that the metric refuses."""
+        self._check_kept()
+        messages = list(self._found)
+        total, count, found = read([self.total, self.count, [self._found[m] for m in messages]])
+        for message, number in zip(messages, found):
+            if number:
+                raise ValueError(message.format(number))
+        if not (math.isfinite(total) and math.isfinite(count)):
+            raise ValueError(f"{self._FED} fed to {type(self).__name__} {self.name!r} since the "
+                             f"last reset() held NaN or inf, or their sum overflowed float64: "
+                             f"total is {total}, count {count} (tensors are checked when the "
+                             f"metric is read, not at each update, which would wait for them)")
+        if count == 0:
             raise ValueError(
                 f"{type(self).__name__} {self.name!r} has seen no data: result() = total / count "
                 f"is undefined with count == 0 (no update() since the last reset(), or only "
                 f"samples of weight 0); call update() first. (keras.metrics returns 0.0 here.)"
             )
-        return (self.total + self._compensation) / self.count
+        return (total + self._compensation) / count
 
     def _add(self, values: np.ndarray, weights: np.ndarray | None, of: str) -> None:
         # Called only once every argument was checked, so a refused batch changes nothing.
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
             batch = float(np.add.reduce(values if weights is None else values * weights))
             count = self.count + (values.size if weights is None else np.add.reduce(weights))
+        if _is_tensor(self.total):  # a NumPy batch after tensors: added where they are
+            self.total, self.count = self.total + batch, count
+            return
         total = self.total + batch
         if not (np.isfinite(total) and np.isfinite(count)):  # beyond float64 (about 1.8e308)
             raise ValueError(f"{of} or sample_weight are too large: the weighted sum overflows "
@@ -93,8 +173,50 @@ class _Metric:
         self._compensation += (big - total) + small
         self.total, self.count = total, float(count)
 
+    def _add_on_device(self, batch, count, *, scale=1.0) -> None:
+        """Add ``scale * batch`` (a weighted sum, a float tensor) to ``total`` and ``count``
+        to ``count``, where the tensor is: nothing is copied to the host."""
+        if not _is_tensor(self.total):  # the first tensor since reset(): float64 there
+            self.total = _floats(batch.new_full((), self.total))
+            self.count = self.total.new_full((), self.count)
+        total = self.total + batch if scale == 1 else self.total.add(batch, alpha=scale)
+        self.total, self.count = total, self.count + count
+
+    def _check_later(self, message: str, count_bad, values) -> None:
+        """Keep ``values`` (a tensor) for the check ``count_bad(all kept values)``, which
+        returns how many are bad; ``result()`` raises ``message`` (formatted with that number)
+        if any is. The values are checked together when the metric is read, or once a million
+        of them are kept: checking them at every update would cost operations every step."""
+        self._unchecked.setdefault(message, (count_bad, []))[1].append(values)
+        self._kept += values.numel()
+        if self._kept >= 2**20:
+            self._check_kept()
+
+    def _check_kept(self) -> None:
+        import torch
+
+        for message, (count_bad, kept) in self._unchecked.items():
+            if any(v.dim() == 0 or v.shape[1:] != kept[0].shape[1:] for v in kept):
+                kept = [values.reshape(-1) for values in kept]
+            found = count_bad(torch.cat(kept))
+            self._found[message] = self._found[message] + found if message in self._found else found
+        self._unchecked.clear()
+        self._kept = 0
+
+    def _check_weights(self, weights) -> None:
+        self._check_later("sample_weight must be >= 0, got {} negative weight(s) since the last "
+                          "reset()", lambda w: (w < 0).count_nonzero(), weights)
+
+    def _on_its_device(self, tensor) -> None:
+        """Refuse a tensor on another device than the one this metric adds up on."""
+        if _is_tensor(self.total) and self.total.device != tensor.device:
+            raise ValueError(f"{type(self).__name__} {self.name!r} adds up on "
+                             f"{self.total.device} since its last reset(), got a tensor on "
+                             f"{tensor.device}: feed it one device, or reset() it")
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, total={self.total!r}, count={self.count!r})"
+        total, count = read([self.total, self.count])
+        return f"{type(self).__name__}(name={self.name!r}, total={total!r}, count={count!r})"
 
 
 class Mean(_Metric):
@@ -110,16 +232,36 @@ class Mean(_Metric):
     0.8
     """
 
+    _FED = "values or sample_weight"
+
     def __init__(self, name: str = "mean"):
         super().__init__(name)
 
     def update(self, values, sample_weight=None) -> None:
         """Add one scalar value, or a batch of values with optional per-sample weights."""
+        if _is_tensor(values):
+            return self._update_on_device(values, sample_weight)
         values = check.real_array("values", values).astype(np.float64)
         if values.ndim == 0:  # one number, e.g. a batch loss weighted by the batch size
             values, sample_weight = values.reshape(1), _scalar_weight(sample_weight)
         self._add(_row_means(values), check.sample_weights("sample_weight", sample_weight,
                                                            length=len(values), of="values"), "values")
+
+    def _update_on_device(self, values, sample_weight) -> None:
+        values = _tensor("values", values)
+        self._on_its_device(values)
+        if values.dim() == 0:  # one number, e.g. a batch loss weighted by the batch size
+            weight = _scalar_weight_on_device(sample_weight, values)
+            if _is_tensor(weight):
+                self._check_weights(weight)
+                return self._add_on_device(_floats(values) * weight, weight)
+            return self._add_on_device(values, weight, scale=weight)  # in float64, exactly
+        weights = _device_weights(sample_weight, values, of="values")
+        per_sample = _row_means(_floats(values))
+        if weights is None:
+            return self._add_on_device(per_sample.sum(), per_sample.shape[0])
+        self._check_weights(weights)
+        self._add_on_device((per_sample * weights).sum(), weights.sum(dtype=per_sample.dtype))
 
 
 class MeanSquaredError(_Metric):
@@ -134,11 +276,15 @@ class MeanSquaredError(_Metric):
     (8.5, 4.0)
     """
 
+    _FED = "y_true, y_pred or sample_weight"
+
     def __init__(self, name: str = "mean_squared_error"):
         super().__init__(name)
 
     def update(self, y_true, y_pred, sample_weight=None) -> None:
         """Add a batch: each sample's squared error, averaged over its outputs, weighted."""
+        if _is_tensor(y_pred):
+            return self._update_on_device(y_true, y_pred, sample_weight)
         y_true, y_pred = check.same_shape(check.real_array("y_true", y_true),
                                           check.real_array("y_pred", y_pred))
         # In float64 (Keras: float32), so a long epoch's total keeps its last digits.
@@ -146,6 +292,20 @@ class MeanSquaredError(_Metric):
             errors = _row_means(np.square(np.subtract(y_true, y_pred, dtype=np.float64)))
         self._add(errors, check.sample_weights("sample_weight", sample_weight, length=len(errors),
                                                of="y_true"), "y_true and y_pred")
+
+    def _update_on_device(self, y_true, y_pred, sample_weight) -> None:
+        y_pred = _tensor("y_pred", y_pred)
+        self._on_its_device(y_pred)
+        y_true, y_pred = check.same_shape(_on_device("y_true", y_true, y_pred), y_pred)
+        weights = _device_weights(sample_weight, y_pred, of="y_true")
+        # In float64, as above: the difference of two float32 numbers is exact there.
+        difference = _floats(y_pred) - _floats(y_true)
+        if weights is None:  # the sum of all squared errors, over the outputs per sample
+            flat, samples = difference.reshape(-1), difference.shape[0]
+            return self._add_on_device(flat.dot(flat), samples, scale=samples / flat.shape[0])
+        self._check_weights(weights)
+        errors = _row_means(difference.square())
+        self._add_on_device((errors * weights).sum(), weights.sum(dtype=errors.dtype))
 
 
 class Accuracy(_Metric):
@@ -176,6 +336,8 @@ class Accuracy(_Metric):
     0.6
     """
 
+    _FED = "y_pred or sample_weight"
+
     def __init__(self, name: str = "accuracy", *, threshold: float = 0.5, top_k: int = 1):
         self.threshold = check.finite_number("threshold", threshold)
         self.top_k = check.positive_int("top_k", top_k)
@@ -183,20 +345,34 @@ class Accuracy(_Metric):
 
     def update(self, y_true, y_pred, sample_weight=None) -> None:
         """Add a batch of labels and predictions (see the class docstring for the shapes)."""
+        if _is_tensor(y_pred):
+            return self._update_on_device(y_true, y_pred, sample_weight)
         correct = self._correct(check.class_indices(check.real_array("y_true", y_true)),
                                 check.real_array("y_pred", y_pred))
         self._add(correct, check.sample_weights("sample_weight", sample_weight, length=len(correct),
                                                 of="y_true"), "y_true")
 
+    def _kind(self, y_pred, labels: int) -> str:
+        """How ``y_pred`` is read: "scores", "indices" or "binary" (or a clear error)."""
+        if y_pred.ndim == 0 or y_pred.ndim > 2 or y_pred.shape[0] != labels:
+            raise ValueError(f"y_pred must have shape (N,), (N, 1) or (N, C) with N = {labels} "
+                             f"labels of y_true, got shape {tuple(y_pred.shape)}")
+        if y_pred.ndim == 2 and y_pred.shape[1] >= 2:  # class scores
+            if self.top_k > y_pred.shape[1]:
+                raise ValueError(f"top_k={self.top_k} but y_pred has only {y_pred.shape[1]} "
+                                 f"classes")
+            return "scores"
+        if self.top_k != 1:
+            raise ValueError(f"top_k={self.top_k} needs class scores y_pred of shape (N, C), "
+                             f"got shape {tuple(y_pred.shape)}")
+        floats = y_pred.dtype.is_floating_point if _is_tensor(y_pred) else y_pred.dtype.kind == "f"
+        return "binary" if floats else "indices"
+
     def _correct(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         """1.0 for each sample predicted right, 0.0 otherwise."""
-        if y_pred.ndim == 0 or y_pred.ndim > 2 or len(y_pred) != len(y_true):
-            raise ValueError(f"y_pred must have shape (N,), (N, 1) or (N, C) with N = {len(y_true)} "
-                             f"labels of y_true, got shape {y_pred.shape}")
-        if y_pred.ndim == 2 and y_pred.shape[1] >= 2:  # class scores
+        kind = self._kind(y_pred, len(y_true))
+        if kind == "scores":
             n_classes = y_pred.shape[1]
-            if self.top_k > n_classes:
-                raise ValueError(f"top_k={self.top_k} but y_pred has only {n_classes} classes")
             if np.any(y_true >= n_classes):
                 raise ValueError(f"y_true holds class {int(y_true.max())} but y_pred has scores "
                                  f"for classes 0..{n_classes - 1} (shape {y_pred.shape})")
@@ -205,11 +381,8 @@ class Accuracy(_Metric):
             # A stable sort of the negated scores ranks tied classes by index, as argmax does.
             top = np.argsort(-y_pred.astype(np.float64), axis=1, kind="stable")[:, : self.top_k]
             return np.any(top == y_true[:, None], axis=1).astype(np.float64)
-        if self.top_k != 1:
-            raise ValueError(f"top_k={self.top_k} needs class scores y_pred of shape (N, C), "
-                             f"got shape {y_pred.shape}")
         y_pred = y_pred.reshape(-1)
-        if y_pred.dtype.kind in "biu":  # predicted class indices
+        if kind == "indices":
             return (y_pred == y_true).astype(np.float64)
         if np.any(y_true > 1):
             raise ValueError(f"a float y_pred of shape (N,) or (N, 1) is read as binary "
@@ -217,10 +390,63 @@ class Accuracy(_Metric):
                              f"{int(y_true.max())}; for predicted class indices pass integers")
         return ((y_pred > self.threshold) == y_true).astype(np.float64)
 
+    def _update_on_device(self, y_true, y_pred, sample_weight) -> None:
+        y_pred = _tensor("y_pred", y_pred)
+        self._on_its_device(y_pred)
+        labels = _on_device("y_true", y_true, y_pred)
+        check.class_index_shape(labels)
+        labels = labels if labels.dim() == 1 else labels.reshape(-1)
+        weights = _device_weights(sample_weight, labels, of="y_true")
+        correct = self._correct_on_device(labels, y_pred)
+        if weights is None:  # count_nonzero: the fastest sum of bools
+            return self._add_on_device(_floats(correct.count_nonzero()), correct.shape[0])
+        self._check_weights(weights)
+        self._add_on_device((correct * weights).sum(dtype=_float_dtype(y_pred)),
+                            weights.sum(dtype=_float_dtype(y_pred)))
 
-def _row_means(values: np.ndarray) -> np.ndarray:
+    def _correct_on_device(self, labels, y_pred):
+        """As :meth:`_correct`, on the device: True for each sample predicted right. The
+        values that need checking are kept for ``result()``."""
+        kind = self._kind(y_pred, labels.shape[0])
+        classes = y_pred.shape[1] if kind == "scores" else 2 if kind == "binary" else None
+        span = "(integers >= 0)" if classes is None else f"from 0 to {classes - 1}"
+        self._check_later(f"y_true must hold class indices {span} for this y_pred, got {{}} other "
+                          f"label(s) since the last reset()", _outside(classes), labels)
+        if y_pred.is_floating_point():
+            self._check_later("y_pred must be finite, got {} NaN or inf value(s) since the last "
+                              "reset()", _not_finite, y_pred)
+        if kind == "scores" and self.top_k == 1:  # argmax takes the first of tied classes
+            return y_pred.argmax(dim=1) == labels
+        if kind == "scores":  # a stable sort of the negated scores ranks ties as argmax does
+            top = y_pred.neg().argsort(dim=1, stable=True)[:, : self.top_k]
+            return (top == labels[:, None]).any(dim=1)
+        y_pred = y_pred.reshape(-1)
+        return (y_pred if kind == "indices" else y_pred > self.threshold) == labels
+
+
+def _outside(classes):
+    """How many labels are not class indices below ``classes`` (any index >= 0 if None)."""
+    def count(labels):
+        if labels.is_floating_point():
+            top = None if classes is None else classes - 1
+            return (labels.round().clamp(0, top) != labels).count_nonzero()
+        if classes is None:
+            return (labels < 0).count_nonzero()
+        return (labels // classes).count_nonzero()  # 0 exactly for 0 <= label < classes
+    return count
+
+
+def _not_finite(values):
+    return values.isfinite().logical_not().count_nonzero()
+
+
+def _row_means(values):
     """The mean of each sample's values (all axes but the first), shape (N,)."""
     rows = values.reshape(len(values), -1)
+    if rows.shape[1] == 1:
+        return rows[:, 0]
+    if _is_tensor(rows):
+        return rows.mean(dim=1)
     return np.add.reduce(rows, axis=1) / rows.shape[1]  # rows.mean(axis=1), without its Python layer
 
 
@@ -233,3 +459,84 @@ def _scalar_weight(sample_weight) -> np.ndarray | None:
         raise ValueError(f"sample_weight must be a single number for a scalar value, got shape "
                          f"{weight.shape}")
     return weight.reshape(1)
+
+
+# --- tensors: checked by shape and dtype at once, by value on the device ------------------------
+
+
+def _tensor(name: str, tensor):
+    """A tensor of real numbers, not empty, checked by shape and dtype only (its values are
+    checked on the device, for ``result()``); bools as int64, detached."""
+    import torch
+
+    if tensor.layout is not torch.strided or tensor.is_meta or tensor.is_quantized:
+        check._dense_tensor(name, tensor)  # raises, naming the kind
+    if tensor.dtype.is_complex:
+        raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype} "
+                        f"(shape {tuple(tensor.shape)})")
+    if not tensor.numel():
+        raise ValueError(f"{name} must not be empty, got shape {tuple(tensor.shape)}")
+    if tensor.dtype is torch.bool:
+        return tensor.detach().long()
+    return tensor.detach() if tensor.requires_grad else tensor
+
+
+def _float_dtype(tensor):
+    """float64, to add up in; float32 on Apple's MPS, which has no float64."""
+    import torch
+
+    return torch.float32 if tensor.is_mps else torch.float64
+
+
+def _floats(tensor):
+    """``tensor`` in float64 (float32 on MPS): no copy if it already is."""
+    return tensor.float() if tensor.is_mps else tensor.double()
+
+
+def _on_device(name: str, value, like):
+    """``value`` as a tensor on ``like``'s device: a tensor as it is, anything else checked on
+    the host first (as the NumPy path checks it) and then copied there."""
+    if _is_tensor(value):
+        if value.device != like.device:
+            raise ValueError(f"{name} is on {value.device} but y_pred is on {like.device}: "
+                             f"put both on one device")
+        return _tensor(name, value)
+    import torch
+
+    array = check.real_array(name, value)
+    return _tensor(name, torch.as_tensor(np.ascontiguousarray(array), device=like.device))
+
+
+def _device_weights(sample_weight, like, *, of: str):
+    """One weight per sample of ``like`` (shape (N,) or (N, 1)) on its device, or None. Weights
+    given as a tensor are checked by shape here, by value on the device; others on the host."""
+    if sample_weight is None:
+        return None
+    length = len(like)
+    if not _is_tensor(sample_weight):
+        import torch
+
+        weights = check.sample_weights("sample_weight", sample_weight, length=length, of=of)
+        return torch.as_tensor(weights, device=like.device)
+    weights = _on_device("sample_weight", sample_weight, like)
+    if tuple(weights.shape) not in ((length,), (length, 1)):
+        hint = (f"; to weight all {length} samples by one number w, pass np.full({length}, w)"
+                if weights.dim() == 0 else "")
+        raise ValueError(f"sample_weight must hold one weight per sample, shape ({length},) or "
+                         f"({length}, 1) for the {length} samples of {of}, got shape "
+                         f"{tuple(weights.shape)}{hint}")
+    return weights.reshape(length)
+
+
+def _scalar_weight_on_device(sample_weight, like):
+    """The weight of a single tensor value: a Python number (checked here), a tensor of one
+    element (its value checked for ``result()``), or 1."""
+    if sample_weight is None:
+        return 1.0
+    if not _is_tensor(sample_weight):
+        return check.non_negative_number("sample_weight", _scalar_weight(sample_weight).item())
+    weight = _on_device("sample_weight", sample_weight, like)
+    if weight.numel() != 1:
+        raise ValueError(f"sample_weight must be a single number for a scalar value, got shape "
+                         f"{tuple(weight.shape)}")
+    return _floats(weight.reshape(()))

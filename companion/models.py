@@ -83,8 +83,9 @@ def copy_keras_weights_to_torch(keras_model, torch_model) -> None:
     for index, (k_layer, t_layer) in enumerate(zip(dense, linear)):
         kernel_shape, weight_shape = tuple(k_layer.kernel.shape), tuple(t_layer.weight.shape)
         if kernel_shape[::-1] != weight_shape:
-            raise ValueError(f"torch_model's Linear layer {index} has a weight of shape {weight_shape}, "
-                             f"which a Keras kernel of shape {kernel_shape} cannot go into")
+            raise ValueError(f"torch_model's Linear layer {index} must take keras_model's Dense layer "
+                             f"{index}, whose kernel has shape {kernel_shape}, but its weight has shape "
+                             f"{weight_shape} (expected {kernel_shape[::-1]})")
         if k_layer.use_bias != (t_layer.bias is not None):
             raise ValueError(
                 f"torch_model's Linear layer {index} has bias={t_layer.bias is not None} but the Keras "

@@ -26,7 +26,7 @@ import numpy as np
 
 from companion import _validation as check
 from companion.batching import batches
-from companion.metrics import Mean
+from companion.metrics import Mean, read
 from companion.training_log import TrainingLog
 from companion.versions import require
 
@@ -51,9 +51,11 @@ def train(model, x, y, *, loss_fn, optimizer, batch_size: int, epochs: int, metr
     step's samples, so the log and the weights equal those of one batch of
     ``k * batch_size`` up to float rounding (for models without batch normalization).
 
-    The losses stay on the model's device during an epoch and are read back once, after
-    it; a NaN or infinite loss then raises ``ValueError`` naming the epoch and the step.
-    Metrics are NumPy code: each update copies a micro-batch's predictions to the host.
+    The losses and the metrics' totals and counts stay on the model's device during an
+    epoch and are read back once, after it: a NaN or infinite loss then raises
+    ``ValueError`` naming the epoch and the step, and a metric raises what it found
+    wrong in its inputs (a label out of range). A callable metric that returns a tensor
+    stays on the device too; one that returns a Python number is read at every step.
     """
     require("torch")
     import torch
@@ -74,9 +76,8 @@ def train(model, x, y, *, loss_fn, optimizer, batch_size: int, epochs: int, metr
         steps = []
         for step in batches(len(x), batch_size * accumulation_steps):
             x_step, y_step = x_epoch[step], y_epoch[step]
-            before = [(metric.total, metric.count) for metric in metrics]
             optimizer.zero_grad()
-            step_loss = 0.0
+            losses = []
             for micro in batches(len(x_step), batch_size):  # one, unless accumulating
                 y_pred = model(x_step[micro])
                 loss = loss_fn(y_pred, y_step[micro])
@@ -84,32 +85,34 @@ def train(model, x, y, *, loss_fn, optimizer, batch_size: int, epochs: int, metr
                     loss = loss + penalty(model)
                 # backward() adds to .grad: weighting each micro-batch's mean loss by
                 # its share of the step's samples makes .grad the step's mean gradient.
-                weighted = loss * (len(y_pred) / len(x_step))
+                share = len(y_pred) / len(x_step)  # 1, without accumulation
+                weighted = loss if share == 1 else loss * share
                 weighted.backward()
-                step_loss = step_loss + weighted.detach()
+                losses.append(weighted.detach())
                 for metric in metrics:
                     metric.update(y_step[micro], y_pred.detach())
             optimizer.step()
             # Loss and metrics were computed before step(): they describe the weights
-            # the step started from. A metric's value for the step is what the step
-            # added to its total over what it added to its count.
-            batch = {m.name: (m.total - total) / (m.count - count)
-                     for m, (total, count) in zip(metrics, before)}
-            running = {m.name: m.result() for m in metrics}
-            steps.append((len(x_step), step_loss, batch, running))
+            # the step started from. All of them are still on the model's device.
+            steps.append((len(x_step), losses, [(m.total, m.count) for m in metrics]))
 
-        # One read of the epoch's losses: an .item() per step would make a GPU wait for
+        # One read of the epoch's numbers: a read per step would make a GPU wait for
         # the host at every step. Then the Keras way: the running epoch loss is the mean
-        # of the step losses weighted by the step sizes.
-        losses = torch.stack([step_loss for _, step_loss, _, _ in steps]).tolist()
-        total, count = 0.0, 0
-        for index, ((size, _, batch, running), loss) in enumerate(zip(steps, losses)):
+        # of the step losses weighted by the step sizes; a metric's value for a step is
+        # what the step added to its total over what it added to its count.
+        total, count, before = 0.0, 0, [(0.0, 0.0)] * len(metrics)
+        for index, (size, losses, after) in enumerate(read(steps)):
+            loss = sum(losses)
             check.finite_loss(loss, epoch, index)
             total, count = total + loss * size, count + size
+            batch = {m.name: (t - t0) / (c - c0) for m, (t, c), (t0, c0)
+                     in zip(metrics, after, before)}
+            running = {"loss": total / count, **{m.name: t / c for m, (t, c)
+                                                 in zip(metrics, after)}}
             log.add_batch(epoch=epoch, step=index, size=size,
-                          batch={"loss": loss, **batch},
-                          running={"loss": total / count, **running})
-        log.end_epoch(log.batches[-1].running)
+                          batch={"loss": loss, **batch}, running=running)
+            before = after
+        log.end_epoch({"loss": total / count, **{m.name: m.result() for m in metrics}})
     return log
 
 
@@ -144,7 +147,22 @@ class _CallableMetric(Mean):
         self.fn = fn
 
     def update(self, y_true, y_pred) -> None:
-        super().update(float(self.fn(y_true, y_pred)), sample_weight=len(y_true))
+        value = self.fn(y_true, y_pred)
+        if not _one_number(value):
+            raise TypeError(f"metrics: the function {self.name!r} must return one number (a "
+                            f"float or a tensor of one element), got "
+                            f"{type(value).__name__}: {check._short_repr(value)}")
+        # A tensor stays on its device: float() of it would make the host wait for a GPU.
+        value = value.reshape(()) if hasattr(value, "reshape") else float(value)
+        super().update(value, sample_weight=len(y_true))
+
+
+def _one_number(value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if hasattr(value, "shape") and hasattr(value, "reshape"):  # an array or a tensor
+        return int(np.prod(tuple(value.shape))) == 1
+    return isinstance(value, (int, float, np.number))
 
 
 def _as_metric(metric):

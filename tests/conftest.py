@@ -565,3 +565,68 @@ def pytest_sessionfinish(session):
         Path(OUTCOMES_FILE).write_text(json.dumps(
             {"outcomes": {f: dict(c) for f, c in sorted(OUTCOMES.items())},
              "failures": {f: sorted(set(m[:300] for m in ms)) for f, ms in sorted(FAILURES.items())}}, indent=1))
+
+
+# --- copies of tensor data to the host (issue 24) ---------------------------------------------------
+
+
+class HostReads:
+    """Counts every way a tensor's values reach the host, on a CPU-only machine too, where no
+    copy is needed: the methods that copy (item, tolist, numpy, cpu, float(), int(), bool(),
+    np.asarray) and the operations that must read a value on the device before they can go on
+    (``_local_scalar_dense`` behind item() and bool(), nonzero, boolean masks, unique)."""
+
+    METHODS = ("item", "tolist", "numpy", "cpu", "__array__", "__float__", "__int__", "__bool__",
+               "__index__", "__format__")
+    OPERATIONS = ("_local_scalar_dense", "nonzero", "masked_select", "_unique2", "unique_dim",
+                  "unique_consecutive", "repeat_interleave", "equal", "is_nonzero")
+
+    def __init__(self):
+        self.calls = Counter()
+
+    def __enter__(self):
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        reads = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func._schema.name.split("::")[-1]
+                boolean_index = name == "index" and any(
+                    getattr(i, "dtype", None) in (torch.bool, torch.uint8) for i in args[1] or ())
+                if reads._inside == 0 and (name in HostReads.OPERATIONS or boolean_index):
+                    reads.calls[name] += 1
+                return func(*args, **(kwargs or {}))
+
+        self._saved = {name: getattr(torch.Tensor, name) for name in self.METHODS}
+        for name, method in self._saved.items():
+            setattr(torch.Tensor, name, self._counting(name, method))
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def _counting(self, name, method):
+        def counted(tensor, *args, **kwargs):
+            if not self._inside:
+                self.calls[name] += 1
+            self._inside += 1
+            try:
+                return method(tensor, *args, **kwargs)
+            finally:
+                self._inside -= 1
+        return counted
+
+    _inside = 0
+
+    def __exit__(self, *exc):
+        import torch
+
+        self._mode.__exit__(*exc)
+        for name, method in self._saved.items():
+            setattr(torch.Tensor, name, method)
+        return False
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())

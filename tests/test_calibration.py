@@ -424,3 +424,34 @@ def test_inputs_batch_accuracy_distribution(accuracy, batch_size, population):
     classify("calibration.batch_accuracy_distribution",
              lambda: batch_accuracy_distribution(accuracy.value, batch_size.value, population=population.value),
              expected, agree=lambda result, want: close(result, want, rtol=1e-7, atol=1e-12))
+
+
+# --- a diagram built by hand holds what a diagram can (issue 24) -------------------------------------
+
+
+@pytest.mark.parametrize("confidence, accuracy, message", [
+    ([np.nan, 2.0], [np.nan, 1.0], r"confidence must be inside its bin's edges .* got 2\.0 in bin 1"),
+    ([np.nan, 0.3], [np.nan, 1.0], r"confidence must be inside its bin's edges .* got 0\.3 in bin 1"),
+    ([np.nan, 0.8], [np.nan, -1.0], r"accuracy must be in \[0, 1\] for every filled bin, got -1\.0"),
+    ([np.nan, 0.8], [np.nan, 1.5], r"accuracy must be in \[0, 1\] for every filled bin, got 1\.5"),
+    ([0.2, 0.8], [np.nan, 0.5], r"confidence must be NaN exactly in the empty bins \(count 0\)"),
+    ([np.nan, np.nan], [np.nan, 0.5], r"confidence must be NaN exactly in the empty bins"),
+])
+def test_a_hand_built_diagram_with_impossible_bins_is_refused(confidence, accuracy, message):
+    # Before issue 24, confidence 2.0 gave an ECE of 1.5, and 3.0 with an accuracy of -1.
+    with pytest.raises(ValueError, match=message):
+        ReliabilityDiagram(np.array([0.0, 0.5, 1.0]), np.array(confidence),
+                                       np.array(accuracy), np.array([0, 4]))
+    good = ReliabilityDiagram(np.array([0.0, 0.5, 1.0]), np.array([np.nan, 0.8]),
+                                          np.array([np.nan, 0.5]), np.array([0, 4]))
+    assert good.ece == pytest.approx(0.3)
+
+
+def test_every_computed_diagram_passes_its_own_checks():
+    # The bins' means come from sums and counts: rounding must not push one past its edge.
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        probabilities = rng.dirichlet(np.full(4, 0.3), 300).astype(np.float32)
+        labels = rng.integers(0, 4, 300)
+        diagram = reliability_diagram(labels, probabilities, num_bins=rng.integers(1, 30))
+        assert 0 <= diagram.ece <= 1

@@ -232,8 +232,9 @@ def test_torch_file_is_plain_tensors_and_numbers(tmp_path):
                                            note="after warm-up", history=[0.9, 0.8])
     # The strict loader accepts every byte of it, and ignores the checksum line after it.
     state = torch.load(path, weights_only=True)
-    assert set(state) == {"format", "model", "optimizer_class", "optimizer", "scheduler_class",
-                          "scheduler", "generators", "rng", "extra"}
+    assert set(state) == {"format", "model", "parameters", "optimizer_class", "optimizer",
+                          "scheduler_class", "scheduler", "generators", "rng", "extra"}
+    assert state["parameters"] == [["0.weight", "0.bias", "3.weight", "3.bias"]]
     assert set(state["rng"]) >= {"torch", "numpy", "python"}
     assert state["extra"] == {"epoch": 1, "note": "after warm-up", "history": [0.9, 0.8]}
     assert state["optimizer"]["state"][0]["step"] == 14
@@ -449,7 +450,7 @@ def test_a_malicious_pickle_is_refused_not_executed(tmp_path):
     model, optimizer = torch_run()
     marker = tmp_path / "code-ran"
     evil = tmp_path / "evil.pt"
-    torch.save({"format": "companion.checkpoints/torch/2", "model": Payload(marker)}, evil)
+    torch.save({"format": "companion.checkpoints/torch/3", "model": Payload(marker)}, evil)
     with pytest.raises(ValueError, match="not a training state"):  # no checksum line
         checkpoints.load_training_state(evil, model=model, optimizer=optimizer)
 
@@ -573,6 +574,255 @@ def test_torch_bad_input(tmp_path):
     with pytest.raises(ValueError, match="not a training state"):
         checkpoints.load_training_state(with_checksum(tmp_path / "weights.pt"), model=model,
                                         optimizer=optimizer)
+
+
+# --- crafted files: every check before any write (issue 24) -----------------------------------------
+#
+# Each file below was written by save_training_state, then changed and given a fresh checksum line
+# (anyone can compute one). The load must refuse it with a ValueError naming the file and what is
+# wrong, and leave the model, the optimizer, the scheduler and every generator as they were.
+
+
+def rewritten(path, change):
+    """``path`` unpickled (weights only), changed by ``change(state)``, saved with its checksum."""
+    state = torch.load(io.BytesIO(path.read_bytes()[:-CHECKSUM_LENGTH]), weights_only=True)
+    change(state)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path.write_bytes(buffer.getvalue())
+    return with_checksum(path)
+
+
+def first_state(state):
+    return state["optimizer"]["state"][0]
+
+
+def group(state, index=0):
+    return state["optimizer"]["param_groups"][index]
+
+
+def swap_groups(state):
+    groups = state["optimizer"]["param_groups"]
+    groups[0], groups[1] = groups[1], groups[0]
+
+
+CRAFTED = {  # what is changed: (the change, what the refusal says)
+    "optimizer state a list": (
+        lambda s: s["optimizer"].update(state=list(s["optimizer"]["state"].values())),
+        "per-parameter state is a list, not a dict"),
+    "optimizer state missing": (lambda s: s["optimizer"].pop("state"),
+                                r"its optimizer state lacks \['state'\]"),
+    "rng missing": (lambda s: s.pop("rng"), r"the file lacks \['rng'\]"),
+    "exp_avg missing": (lambda s: first_state(s).pop("exp_avg"),
+                        r"state for 0\.weight lacks \['exp_avg'\], which a step of Adam keeps"),
+    "exp_avg of the wrong shape": (lambda s: first_state(s).update(exp_avg=torch.zeros(3)),
+                                   r"'exp_avg' of shape \(3,\), but Adam keeps shape \(16, 10\)"),
+    "exp_avg of integers": (lambda s: first_state(s).update(exp_avg=first_state(s)["exp_avg"].long()),
+                            "'exp_avg' of dtype torch.int64, but Adam keeps torch.float32"),
+    "lr='fast'": (lambda s: group(s).update(lr="fast"),
+                  r"group 0 has lr='fast', but Adam's lr is a number"),
+    "lr=-1": (lambda s: group(s).update(lr=-1.0), "Adam refuses .*Invalid learning rate"),
+    "betas missing": (lambda s: group(s).pop("betas"), r"group 0 lacks \['betas'\]"),
+    "betas of three": (lambda s: group(s).update(betas=(0.9, 0.99, 0.9)), "betas=.*is a sequence"),
+    "amsgrad without its state": (lambda s: group(s).update(amsgrad=True),
+                                  r"lacks \['max_exp_avg_sq'\]"),
+    "step=-5": (lambda s: [v.update(step=torch.tensor(-5.0)) for v in s["optimizer"]["state"].values()],
+                r"step=tensor\(-5\.\), not a whole number >= 0"),
+    "step=1.5": (lambda s: first_state(s).update(step=torch.tensor(1.5)), "not a whole number"),
+    "state of no parameter": (lambda s: s["optimizer"]["state"].update({9: {"step": torch.tensor(1.0)}}),
+                              r"parameters numbered \[9\], which no parameter group holds"),
+    "parameters renumbered": (lambda s: group(s).update(params=[3, 2, 1, 0]),
+                              r"numbers its parameters \[3, 2, 1, 0\]"),
+    "parameter names reordered": (lambda s: s.update(parameters=[s["parameters"][0][::-1]]),
+                                  r"group 0 holds \['0\.weight'.*but the checkpoint's held \['3\.bias'"),
+    "model weight a string": (lambda s: s["model"].update({"0.weight": "w"}), "model's 0.weight has shape"),
+    "extra a list": (lambda s: s.update(extra=[1]), "its extra values is a list, not a dict"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_a_crafted_torch_file_is_refused_whole_before_any_write(tmp_path, case):
+    change, message = CRAFTED[case]
+    saved, saved_opt = torch_run()
+    torch_train(saved, saved_opt, epochs=1)
+    path = rewritten(checkpoints.save_training_state(tmp_path / "s.pt", model=saved,
+                                                     optimizer=saved_opt), change)
+    model, optimizer = torch_run(seed=5)
+    torch_train(model, optimizer, epochs=1)  # state of its own, for a load to overwrite
+    torch.rand(1), np.random.rand(), random.random()
+    before = torch_snapshot(model, optimizer)
+    with pytest.raises(ValueError, match=message) as refusal:
+        checkpoints.load_training_state(path, model=model, optimizer=optimizer)
+    assert str(refusal.value).startswith(f"refused to load {str(path)!r}: ")
+    assert_torch_unchanged(before, torch_snapshot(model, optimizer))
+
+
+def step_lr_run(seed):
+    model, optimizer = torch_run(seed=seed)
+    return model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=3)
+
+
+SCHEDULER_CRAFTED = {
+    "scheduler state a list": (lambda s: s.update(scheduler=[1, 2]),
+                               "its scheduler state is a list, not the dict"),
+    "a value of another type": (lambda s: s["scheduler"].update(step_size="x"),
+                                "step_size='x', but StepLR's step_size is a number"),
+    "an optimizer key": (lambda s: s["scheduler"].update(optimizer=None),
+                         r"has unexpected \['optimizer'\]"),  # __dict__.update would replace it
+    "a key missing": (lambda s: s["scheduler"].pop("gamma"), r"lacks \['gamma'\]"),
+    "last_epoch=-3": (lambda s: s["scheduler"].update(last_epoch=-3), "last_epoch=-3, not a whole"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCHEDULER_CRAFTED))
+def test_a_crafted_scheduler_state_is_refused_before_any_write(tmp_path, case):
+    change, message = SCHEDULER_CRAFTED[case]
+    saved, saved_opt, saved_scheduler = step_lr_run(seed=0)
+    custom_train(saved, saved_opt, 1, scheduler=saved_scheduler)
+    path = rewritten(checkpoints.save_training_state(tmp_path / "s.pt", model=saved, optimizer=saved_opt,
+                                                     scheduler=saved_scheduler), change)
+    model, optimizer, scheduler = step_lr_run(seed=5)
+    custom_train(model, optimizer, 1, scheduler=scheduler)
+    before, schedule = torch_snapshot(model, optimizer), copy.deepcopy(scheduler.state_dict())
+    with pytest.raises(ValueError, match=message) as refusal:
+        checkpoints.load_training_state(path, model=model, optimizer=optimizer, scheduler=scheduler)
+    assert str(refusal.value).startswith(f"refused to load {str(path)!r}: ")
+    assert_torch_unchanged(before, torch_snapshot(model, optimizer))
+    assert scheduler.state_dict() == schedule and scheduler.optimizer is optimizer
+
+
+def test_a_file_with_two_members_of_one_name_is_refused(tmp_path):
+    # torch.load reads the first data.pkl of the archive, zipfile the last: which one counts
+    # depends on the reader, so neither does.
+    model, optimizer = torch_run()
+    path = checkpoints.save_training_state(tmp_path / "s.pt", model=model, optimizer=optimizer)
+    members = payload_members(path)
+    pickled = next(name for name in members if name.endswith("data.pkl"))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            archive.writestr(pickled, members[pickled])
+    with_checksum(path)
+    with pytest.raises(ValueError, match=r"holds the members \['archive/data\.pkl'\] more than once"):
+        checkpoints.load_training_state(path, model=model, optimizer=optimizer)
+
+
+def test_parameter_groups_of_the_same_sizes_in_another_order_are_refused(tmp_path):
+    # Two groups of two parameters of the same shapes: the sizes agree, only the names tell.
+    def run(order):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4))
+        groups = [{"params": list(model[0].parameters()), "lr": 0.01},
+                  {"params": list(model[2].parameters()), "lr": 0.001}]
+        return model, torch.optim.Adam(groups if order == "saved" else groups[::-1])
+
+    x = torch.randn(16, 4)
+    saved, saved_opt = run("saved")
+    for _ in range(3):
+        saved_opt.zero_grad()
+        saved(x).square().mean().backward()
+        saved_opt.step()
+    path = checkpoints.save_training_state(tmp_path / "s.pt", model=saved, optimizer=saved_opt)
+    model, optimizer = run("swapped")
+    before = torch_snapshot(model, optimizer)
+    with pytest.raises(ValueError, match=r"group 0 holds \['2\.weight', '2\.bias'\], but the "
+                                         r"checkpoint's held \['0\.weight', '0\.bias'\]"):
+        checkpoints.load_training_state(path, model=model, optimizer=optimizer)
+    assert_torch_unchanged(before, torch_snapshot(model, optimizer))
+    # Loaded as torch does it, by position, each layer gets the other layer's Adam state.
+    model.load_state_dict(saved.state_dict())
+    optimizer.load_state_dict(saved_opt.state_dict())
+    assert not torch.equal(optimizer.state[model[0].weight]["exp_avg"],
+                           saved_opt.state[saved[0].weight]["exp_avg"])
+
+
+OPTIMIZERS = {
+    "Adam": lambda p: torch.optim.Adam(p, lr=0.01), "Adam(amsgrad)": lambda p: torch.optim.Adam(p, amsgrad=True),
+    "AdamW": torch.optim.AdamW, "SGD": lambda p: torch.optim.SGD(p, lr=0.1),
+    "SGD(momentum, nesterov)": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+    "RMSprop(centered)": lambda p: torch.optim.RMSprop(p, momentum=0.5, centered=True),
+    "Adagrad": torch.optim.Adagrad, "NAdam": torch.optim.NAdam, "RAdam": torch.optim.RAdam,
+    "Adamax": torch.optim.Adamax, "Adadelta": torch.optim.Adadelta, "ASGD": torch.optim.ASGD,
+    "Rprop": torch.optim.Rprop, "Adafactor": getattr(torch.optim, "Adafactor", torch.optim.Adam),
+    "LBFGS": lambda p: torch.optim.LBFGS(p, history_size=3, max_iter=4),
+    "Adam(foreach, tensor lr)": lambda p: torch.optim.Adam(p, lr=torch.tensor(0.01), foreach=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_the_state_of_every_torch_optimizer_loads_and_resumes_exactly(tmp_path, name):
+    # The checks refuse no file a save wrote: each optimizer of torch.optim, after 3 steps.
+    x, y = torch.from_numpy(X[:64]), torch.from_numpy(Y[:64])
+
+    def run():
+        torch.manual_seed(0)
+        model = models.torch_mlp(X.shape[1], hidden=(8,))
+        return model, OPTIMIZERS[name](model.parameters())
+
+    def steps(model, optimizer, n):
+        def closure():
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+        for _ in range(n):
+            optimizer.step(closure)
+
+    straight, straight_opt = run()
+    steps(straight, straight_opt, 5)
+    first, first_opt = run()
+    steps(first, first_opt, 3)
+    path = checkpoints.save_training_state(tmp_path / "s.pt", model=first, optimizer=first_opt)
+    resumed, resumed_opt = run()
+    checkpoints.load_training_state(path, model=resumed, optimizer=resumed_opt)
+    steps(resumed, resumed_opt, 2)
+    assert torch_equal(straight, resumed)
+
+
+SCHEDULERS = {
+    "OneCycleLR": lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=20),
+    "ReduceLROnPlateau": lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, patience=1, factor=0.1),
+    "SequentialLR": lambda o: torch.optim.lr_scheduler.SequentialLR(
+        o, [torch.optim.lr_scheduler.LinearLR(o, 0.1), torch.optim.lr_scheduler.ExponentialLR(o, 0.9)],
+        milestones=[2]),
+    "LambdaLR": lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda epoch: 0.9**epoch),
+    "CosineAnnealingWarmRestarts": lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, 3),
+    "CyclicLR": lambda o: torch.optim.lr_scheduler.CyclicLR(o, 0.01, 0.1, step_size_up=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_torch_scheduler_resumes_exactly(tmp_path, name):
+    # ReduceLROnPlateau included: its patience counter and best value are its state_dict.
+    x, y = torch.from_numpy(X[:64]), torch.from_numpy(Y[:64])
+
+    def run():
+        torch.manual_seed(0)
+        model = models.torch_mlp(X.shape[1], hidden=(8,))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        return model, optimizer, SCHEDULERS[name](optimizer)
+
+    def epochs(model, optimizer, scheduler, n):
+        for _ in range(n):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+            # A plateau from the first epoch on: ReduceLROnPlateau reduces every other epoch.
+            scheduler.step(1.0) if name == "ReduceLROnPlateau" else scheduler.step()
+
+    straight = run()
+    epochs(*straight, 8)
+    first = run()
+    epochs(*first, 4)
+    path = checkpoints.save_training_state(tmp_path / "s.pt", model=first[0], optimizer=first[1],
+                                           scheduler=first[2])
+    resumed = run()
+    checkpoints.load_training_state(path, model=resumed[0], optimizer=resumed[1], scheduler=resumed[2])
+    epochs(*resumed, 4)
+    assert torch_equal(straight[0], resumed[0])
+    assert resumed[1].param_groups[0]["lr"] == straight[1].param_groups[0]["lr"]
 
 
 @pytest.fixture(scope="module")
@@ -833,7 +1083,7 @@ def test_a_pickled_npz_is_refused_not_executed(tmp_path):
     model = keras_run()
     marker = tmp_path / "code-ran"
     evil = tmp_path / "evil.npz"
-    np.savez(evil, format=np.array("companion.checkpoints/keras/2"),
+    np.savez(evil, format=np.array("companion.checkpoints/keras/3"),
              **{"extra.payload": np.array([Payload(marker)], dtype=object)})
     with pytest.raises(ValueError, match="refused to load"):
         keras_load(evil, model)
@@ -890,3 +1140,189 @@ def test_keras_bad_input(tmp_path):
         checkpoints.load_keras_training_state(good, model=wider, optimizer=wider_opt)
     assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, wider.variables))
     assert not wider_opt.built  # refused before the optimizer was built
+
+
+# --- Keras: every random state, the callbacks' state, EMA, crafted files (issue 24) -----------------
+
+
+class Noise(keras.layers.Layer):
+    """Draws from Keras' global seed generator: keras.random without a SeedGenerator of its own."""
+
+    def call(self, inputs, training=False):
+        return inputs + keras.random.normal(keras.ops.shape(inputs), stddev=0.1) if training else inputs
+
+
+def noisy_run():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((X.shape[1],)), keras.layers.Dense(8, activation="tanh"),
+                              Noise(), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    return model
+
+
+def test_keras_global_seed_generator_is_saved_and_restored(tmp_path):
+    straight = noisy_run()
+    keras_fit(straight, epochs=2)
+    first = noisy_run()
+    keras_fit(first, epochs=1)
+    path = keras_save(tmp_path / "s.npz", first)
+    assert "keras.global_seed_generator.npy" in payload_members(path)
+    differences = {}
+    for restored in (True, False):
+        resumed = noisy_run()
+        keras.utils.set_random_seed(1)  # a restarted script, another seed
+        keras_load(path, resumed)
+        if not restored:  # what the file held before issue 24: no global generator
+            from keras.src.backend.common import global_state
+            global_state.set_global_attribute("global_seed_generator", None)
+        keras_fit(resumed, epochs=2, initial_epoch=1)
+        differences[restored] = keras_difference(straight, resumed)
+    assert differences[True] == 0.0 and differences[False] > 1e-4, differences
+
+
+def plateau():
+    # No epoch improves by 10: the learning rate is cut tenfold after every second epoch.
+    return keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.1, patience=2, min_delta=10.0)
+
+
+def early_stop():
+    return keras.callbacks.EarlyStopping(monitor="loss", patience=3, min_delta=10.0,
+                                         restore_best_weights=True)
+
+
+@pytest.mark.parametrize("make", [plateau, early_stop], ids=["ReduceLROnPlateau", "EarlyStopping"])
+def test_keras_callbacks_state_resumes_exactly(tmp_path, make):
+    def fit(model, callback, epochs, initial_epoch=0):
+        return model.fit(X, Y, batch_size=BATCH, epochs=epochs, initial_epoch=initial_epoch,
+                         shuffle=False, verbose=0, callbacks=[callback]).history["loss"]
+
+    straight = keras_run(dropout=0.0)
+    straight_epochs = len(fit(straight, make(), epochs=8))
+    first, callback = keras_run(dropout=0.0), make()
+    fit(first, callback, epochs=2)
+    path = keras_save(tmp_path / "s.npz", first, callbacks=[callback])
+    outcomes = {}
+    for restored in (True, False):
+        resumed, again = keras_run(dropout=0.0), make()
+        keras_load(path, resumed, callbacks=[again] if restored else [make()])
+        epochs = 2 + len(fit(resumed, again, epochs=8, initial_epoch=2))
+        outcomes[restored] = (epochs, float(resumed.optimizer.learning_rate),
+                              keras_difference(straight, resumed))
+        assert "on_train_begin" not in vars(again)  # a later fit starts it afresh, as Keras does
+    assert outcomes[True] == (straight_epochs, float(straight.optimizer.learning_rate), 0.0)
+    assert outcomes[False] != outcomes[True]  # fit() resets them: without the file's state it drifts
+
+
+def test_keras_callbacks_are_checked(tmp_path):
+    model = keras_run()
+    model.optimizer.build(model.trainable_variables)
+    with pytest.raises(TypeError, match=r"callbacks\[0\] must be a keras.callbacks.ReduceLROnPlateau, "
+                                        r"EarlyStopping or ModelCheckpoint.*got TerminateOnNaN"):
+        keras_save(tmp_path / "s.npz", model, callbacks=[keras.callbacks.TerminateOnNaN()])
+    path = keras_save(tmp_path / "s.npz", model, callbacks=[plateau()])
+    for given, message in (([], r"callbacks \['ReduceLROnPlateau'\], but callbacks= has \[\]"),
+                           ([early_stop()], r"but callbacks= has \['EarlyStopping'\]")):
+        with pytest.raises(ValueError, match=message):
+            keras_load(path, model, callbacks=given)
+    wider = keras_run(hidden=(32,))
+    stopped = early_stop()
+    stopped.best_weights, stopped.best, stopped.wait = wider.get_weights(), 0.5, 1
+    wider.optimizer.build(wider.trainable_variables)
+    path = keras_save(tmp_path / "w.npz", wider, callbacks=[stopped])
+    rewritten_npz(path, {"callbacks.0.wait.npy": np.array(1.5)})
+    with pytest.raises(ValueError, match=r"its wait of callbacks\[0\] is 1\.5, not a whole number"):
+        keras_load(path, wider, callbacks=[early_stop()])
+
+
+def rewritten_npz(path, replaced: dict):
+    """``path`` with some members replaced (arrays, or raw bytes), given a fresh checksum."""
+    members = payload_members(path)
+    for name, value in replaced.items():
+        if isinstance(value, np.ndarray):
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, value)
+            value = buffer.getvalue()
+        members[name] = value
+    return write_archive(path, members)
+
+
+def test_a_keras_member_of_negative_shape_is_refused_before_any_write(tmp_path):
+    # A header of shape (-2, -2) declares 4 values, which the member stores: only the shape is wrong.
+    model = keras_run()
+    model.optimizer.build(model.trainable_variables)
+    path = keras_save(tmp_path / "s.npz", model, neg=np.zeros((2, 2), np.float32))
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (-2, -2)})
+    rewritten_npz(path, {"extra.neg.npy": header.getvalue() + bytes(16)})
+    for variable in model.variables + model.optimizer.variables:
+        variable.assign(np.full(variable.shape, 3, dtype=variable.dtype))
+    before = keras_snapshot(model)
+    with pytest.raises(ValueError, match=r"'extra\.neg\.npy' declares the shape \(-2, -2\)") as refusal:
+        keras_load(path, model)
+    assert str(refusal.value).startswith(f"refused to load {str(path)!r}: ")
+    assert all(np.array_equal(a, b) for a, b in zip(before, keras_snapshot(model)))
+
+
+@pytest.mark.parametrize("name", ["", "\n", "tab\there"])
+def test_a_keras_name_its_loader_would_refuse_is_refused_at_save(tmp_path, name):
+    model = keras_run()
+    model.optimizer.build(model.trainable_variables)
+    with pytest.raises(ValueError, match="extra value names must be printable and not empty"):
+        keras_save(tmp_path / "s.npz", model, **{name: 1.0})
+    with pytest.raises(ValueError, match="generators names must be printable"):
+        keras_save(tmp_path / "s.npz", model, generators={name: np.random.default_rng(0)})
+    assert list(tmp_path.iterdir()) == []
+    # Any other name comes back: the save reads its own archive's headers first.
+    assert keras_load(keras_save(tmp_path / "s.npz", model, **{"a b/c.d": 1.0}), model) == {"a b/c.d": 1.0}
+
+
+def test_keras_ema_resumes_exactly_when_saved_inside_fit(tmp_path):
+    """With use_ema=True, fit() ends by copying the moving averages into the weights."""
+    def run():
+        return keras_run(keras.optimizers.Adam(0.01, use_ema=True))
+
+    straight = run()
+    keras_fit(straight, epochs=4)
+    differences = {}
+    # The recipe: save from inside the fit, at the end of epoch 2, and resume with one fit.
+    first = run()
+    saver = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: keras_save(
+        tmp_path / "inside.npz", first, epoch=epoch + 1) if epoch == 1 else None)
+    first.fit(X, Y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0, callbacks=[saver])
+    resumed = run()
+    assert keras_load(tmp_path / "inside.npz", resumed) == {"epoch": 2}
+    keras_fit(resumed, epochs=4, initial_epoch=2)
+    differences["saved inside fit, one fit"] = keras_difference(straight, resumed)
+    # Saved after fit returned: the file holds the averages as the weights.
+    first = run()
+    keras_fit(first, epochs=2)
+    resumed = run()
+    keras_load(keras_save(tmp_path / "after.npz", first), resumed)
+    keras_fit(resumed, epochs=4, initial_epoch=2)
+    differences["saved after fit"] = keras_difference(straight, resumed)
+    # One fit per epoch (the shuffling recipe): every fit ends on the averages.
+    each = run()
+    for epoch in range(4):
+        keras_fit(each, epochs=epoch + 1, initial_epoch=epoch)
+    differences["one fit per epoch"] = keras_difference(straight, each)
+    assert differences["saved inside fit, one fit"] == 0.0, differences
+    assert differences["saved after fit"] > 1e-3 and differences["one fit per epoch"] > 1e-3, differences
+
+
+def test_the_checksum_proves_integrity_not_authenticity(tmp_path):
+    # A file changed on purpose, its checksum recomputed (anyone can), loads: the checksum only
+    # catches accidents. The same change without a new checksum is refused.
+    model, optimizer = torch_run()
+    path = checkpoints.save_training_state(tmp_path / "s.pt", model=model, optimizer=optimizer)
+    planted = torch.full_like(model.state_dict()["0.weight"], 0.123)
+    data = path.read_bytes()
+    rewritten(path, lambda state: state["model"].update({"0.weight": planted}))
+    tampered = path.read_bytes()
+    path.write_bytes(tampered[:-CHECKSUM_LENGTH] + data[-CHECKSUM_LENGTH:])  # the old checksum
+    fresh, fresh_opt = torch_run(seed=3)
+    with pytest.raises(ValueError, match="do not match the SHA-256"):
+        checkpoints.load_training_state(path, model=fresh, optimizer=fresh_opt)
+    path.write_bytes(tampered)
+    checkpoints.load_training_state(path, model=fresh, optimizer=fresh_opt)
+    assert torch.equal(fresh.state_dict()["0.weight"], planted)
+    assert "not authenticity" in checkpoints.__doc__ and "signature" in checkpoints.__doc__

@@ -128,9 +128,10 @@ def test_reading_minutes_follow_a_learners_pace_rounded_up():
 def test_exact_minutes_takes_counts_only(bad):
     from companion.glue import exact_minutes
 
-    with pytest.raises(ValueError, match="words"):
+    error = ValueError if bad == -1 else TypeError  # a wrong value, or a wrong type
+    with pytest.raises(error, match="words"):
         exact_minutes(bad, 0)
-    with pytest.raises(ValueError, match="lines"):
+    with pytest.raises(error, match="lines"):
         exact_minutes(0, bad)
 
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from companion.metrics import Accuracy, Mean, MeanSquaredError
+from companion.metrics import Accuracy, Mean, MeanSquaredError, read
 
 FAST = settings(max_examples=50, deadline=None)
 # Keras accumulates in float32, these metrics in float64.
@@ -591,7 +591,13 @@ def _weighted(e, per_sample, weight):
 
 
 def _state(metric):
-    return metric.total, metric.count
+    """(total, count) as Python numbers, after the checks result() makes of tensors fed to it."""
+    try:
+        metric.result()
+    except ValueError as error:
+        if "has seen no data" not in str(error):
+            raise
+    return tuple(read([metric.total, metric.count]))
 
 
 @st.composite
@@ -732,3 +738,148 @@ def test_long_runs_of_large_values_keep_their_digits():
     assert abs(plain / len(values) - exact) > 0.1  # what the compensation is for
     assert abs(mean.result() - exact) < 1e-3, mean.result() - exact
     assert mean.total == plain  # total itself stays the plain running sum
+
+
+# ---------------------------------------------------------------- tensors: added up where they are
+# (issue 24: a metric fed tensors keeps total and count on their device and copies nothing to
+# the host until it is read; the same numbers as the NumPy path)
+
+
+def _as_tensors(torch, *arrays):
+    return [None if a is None else torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+
+
+@FAST
+@given(data=st.data())
+def test_tensors_give_the_numpy_result_and_keep_the_state_on_their_device(data):
+    torch = pytest.importorskip("torch")
+    n = data.draw(st.integers(1, 12), label="n")
+    bounds = data.draw(split_points(n), label="bounds")
+    weights = data.draw(sample_weights(n), label="sample_weight")
+    y_true = data.draw(arrays(np.float32, (n, 2), elements=VALUES), label="y_true")
+    y_pred = data.draw(arrays(np.float32, (n, 2), elements=VALUES), label="y_pred")
+    labels = data.draw(arrays(np.int64, n, elements=st.integers(0, 1)), label="labels")
+    top_k = data.draw(st.integers(1, 2), label="top_k")
+    cases = [(Mean, {}, (y_true, weights)), (MeanSquaredError, {}, (y_true, y_pred, weights)),
+             (MeanSquaredError, {}, (y_true[:, 0], y_pred[:, :1], weights)),
+             (Accuracy, {"top_k": top_k}, (labels, y_pred, weights)),
+             (Accuracy, {}, (labels, y_pred[:, 0], weights)),
+             (Accuracy, {}, (labels, (y_pred[:, 0] > 0).astype(np.int64), weights))]
+    for cls, options, args in cases:
+        on_host, on_device = cls(**options), cls(**options)
+        expected = feed(on_host, bounds, *args)
+        result = feed(on_device, bounds, *_as_tensors(torch, *args))
+        assert result == pytest.approx(expected, rel=1e-12, abs=1e-12), cls
+        assert isinstance(on_device.total, torch.Tensor) and on_device.total.dtype == torch.float64
+        assert isinstance(on_device.count, torch.Tensor) and on_device.count.device.type == "cpu"
+        assert type(on_host.total) is float and type(on_host.count) is float
+
+
+def test_updates_with_tensors_copy_nothing_to_the_host():
+    torch = pytest.importorskip("torch")
+    from conftest import HostReads
+
+    scores, labels = torch.randn(32, 10), torch.randint(0, 10, (32,))
+    targets, predictions = torch.randn(32, 3), torch.randn(32, 3)
+    metrics = [Accuracy(), Accuracy(top_k=3), MeanSquaredError(), Mean()]
+    for updates in (10, 100):
+        for metric in metrics:
+            metric.reset()
+        with HostReads() as reads:
+            for _ in range(updates):
+                metrics[0].update(labels, scores)
+                metrics[1].update(labels, scores, sample_weight=torch.ones(32))
+                metrics[2].update(targets, predictions)
+                metrics[3].update(predictions.square().mean(), sample_weight=32)
+        assert reads.total == 0, reads.calls  # not one copy, however many updates
+        with HostReads() as reads:
+            results = [metric.result() for metric in metrics]
+        assert 0 < reads.total <= 2 * len(metrics), reads.calls  # each result() copies once per dtype
+    # The counter does count: a NumPy update of a tensor copies it, every time.
+    with HostReads() as reads:
+        for _ in range(5):
+            Mean().update(predictions.numpy())
+            Mean().update(float(predictions.mean()))
+    assert reads.total >= 5, reads.calls
+    assert results[0] == float((scores.argmax(1) == labels).double().mean())
+
+
+@pytest.mark.parametrize("cls, args, message", [
+    (Accuracy, ([0, 7], [[0.2, 0.8], [0.6, 0.4]]),
+     r"y_true must hold class indices from 0 to 1 for this y_pred, got 1 other label\(s\)"),
+    (Accuracy, ([0, -1], [[0.2, 0.8], [0.6, 0.4]]), "y_true must hold class indices from 0 to 1"),
+    (Accuracy, ([0.5, 1.0], [[0.2, 0.8], [0.6, 0.4]]), "y_true must hold class indices from 0 to 1"),
+    (Accuracy, ([0, 2], [0.2, 0.9]), r"y_true must hold class indices from 0 to 1"),
+    (Accuracy, ([-3, 0], [1, 0]), r"y_true must hold class indices \(integers >= 0\)"),
+    (Accuracy, ([0, 1], [[0.2, float("nan")], [0.6, 0.4]]),
+     r"y_pred must be finite, got 1 NaN or inf value\(s\)"),
+    (Accuracy, ([0, 1], [float("inf"), 0.4]), r"y_pred must be finite, got 1 NaN or inf value\(s\)"),
+    (MeanSquaredError, ([1.0, 2.0], [1.0, float("nan")]), "y_true, y_pred or sample_weight fed to"),
+    (Mean, ([1.0, float("inf")],), "values or sample_weight fed to Mean 'mean' since the last reset"),
+])
+def test_bad_values_in_tensors_are_refused_when_the_metric_is_read(cls, args, message):
+    torch = pytest.importorskip("torch")
+    metric = cls()
+    metric.update(*(torch.tensor(a) for a in args))  # shapes and dtypes are checked here
+    with pytest.raises(ValueError, match=message):
+        metric.result()
+    metric.reset()  # forgotten with the batch that held them
+    metric.update(*(torch.tensor(a) for a in args[:-1]), torch.tensor(args[-1]).nan_to_num(0.0))
+    if cls is not Accuracy:
+        metric.result()
+
+
+def test_tensor_weights_are_checked_when_read_and_others_at_once():
+    torch = pytest.importorskip("torch")
+    values = torch.tensor([1.0, 2.0])
+    metric = Mean()
+    metric.update(values, sample_weight=torch.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match=r"sample_weight must be >= 0, got 1 negative weight"):
+        metric.result()
+    with pytest.raises(ValueError, match="sample_weight must be >= 0, got a minimum of -1.0"):
+        Mean().update(values, sample_weight=[1.0, -1.0])  # a list is checked on the host, at once
+    with pytest.raises(ValueError, match=r"sample_weight must hold one weight per sample, shape \(2,\)"):
+        Mean().update(values, sample_weight=torch.ones(3))
+    with pytest.raises(TypeError, match="y_pred must be a dense tensor"):
+        MeanSquaredError().update(values, torch.empty(2, device="meta"))
+    with pytest.raises(ValueError, match=r"y_true has shape \(3,\) and y_pred has shape \(2,\)"):
+        MeanSquaredError().update(torch.ones(3), values)
+
+
+def test_a_metric_adds_up_on_one_device():
+    torch = pytest.importorskip("torch")
+    metric = Mean()
+    metric.update(torch.tensor([1.0]))
+    metric.total = torch.zeros((), device="meta")  # as if it had been fed on another device
+    with pytest.raises(ValueError, match=r"adds up on meta since its last reset\(\), got a tensor on cpu"):
+        metric.update(torch.tensor([1.0]))
+    metric.reset()
+    metric.update(torch.tensor([2.0]))
+    metric.update(np.array([4.0]))  # a NumPy batch after tensors is added where they are
+    assert isinstance(metric.total, torch.Tensor) and metric.result() == 3.0
+
+
+def test_read_copies_once_per_dtype_and_device():
+    torch = pytest.importorskip("torch")
+    from conftest import HostReads
+
+    values = [(4, [torch.tensor(0.5), torch.tensor(1.5)], [(torch.tensor(2.0, dtype=torch.float64),
+                                                           torch.tensor(4.0, dtype=torch.float64))])
+              for _ in range(50)]
+    with HostReads() as reads:
+        result = read(values)
+    assert reads.total == 2, reads.calls  # float32 and float64: two copies for 150 tensors
+    assert result[0] == (4, [0.5, 1.5], [(2.0, 4.0)]) and len(result) == 50
+    assert read([1, "a", (2.5,)]) == [1, "a", (2.5,)]
+
+
+def test_a_tensor_value_with_a_tensor_weight_reads_back():
+    torch = pytest.importorskip("torch")
+    loss = Mean(name="loss")
+    loss.update(torch.tensor(0.5), sample_weight=torch.tensor(4))  # a batch loss, its size
+    loss.update(torch.tensor(2.0), sample_weight=8)
+    loss.update(torch.tensor([1.0, 3.0]), sample_weight=torch.tensor([[1.0], [1.0]]))
+    assert loss.result() == pytest.approx((0.5 * 4 + 2.0 * 8 + 4.0) / 14, rel=1e-15)
+    loss.update(torch.tensor(1.0), sample_weight=torch.tensor(-2.0))
+    with pytest.raises(ValueError, match=r"sample_weight must be >= 0, got 1 negative weight"):
+        loss.result()

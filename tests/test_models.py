@@ -41,7 +41,8 @@ def test_l2_penalty_matches_keras():
 def test_mismatched_layers_are_refused():
     with pytest.raises(ValueError, match="Dense layers"):
         models.copy_keras_weights_to_torch(models.keras_mlp(3, hidden=(4,)), models.torch_mlp(3, hidden=(4, 4)))
-    with pytest.raises(ValueError, match="kernel of shape"):
+    with pytest.raises(ValueError, match=r"keras_model's Dense layer 0, whose kernel has shape \(3, 4\), but "
+                                         r"its weight has shape \(5, 3\) \(expected \(4, 3\)\)"):
         models.copy_keras_weights_to_torch(models.keras_mlp(3, hidden=(4,)), models.torch_mlp(3, hidden=(5,)))
 
 

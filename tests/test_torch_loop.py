@@ -435,3 +435,77 @@ def test_an_int32_batch_size_times_many_accumulation_steps():
                            optimizer=torch.optim.SGD(model.parameters(), lr=0.01), epochs=1,
                            accumulation_steps=2**30)
     assert log.sizes().tolist() == [5]
+
+
+# --- no copy to the host per step (issue 24) ---------------------------------------------------------
+#
+# On a GPU a copy to the host waits for every kernel queued before it: a loop that copies at every
+# step stalls the device at every step. There is no GPU here, so HostReads counts every way a
+# tensor's values reach the host (item, tolist, numpy, float(), bool(), and the operations that read
+# a value on the device). The count must not grow with the number of steps: the loop reads an
+# epoch's numbers once, after it.
+
+
+def reads_in_one_epoch(batch_size, metric_list, accumulation_steps=1, classes=False):
+    from conftest import HostReads
+
+    torch.manual_seed(0)
+    if classes:
+        x, y = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32), np.arange(64) % 3
+        model, loss_fn = torch.nn.Linear(6, 3), torch.nn.CrossEntropyLoss()
+    else:
+        x, y = X[:64], Y[:64]
+        model, loss_fn = torch.nn.Linear(X.shape[1], 1), torch.nn.MSELoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with HostReads() as reads:
+        torch_loop.train(model, x, y, loss_fn=loss_fn, optimizer=optimizer, batch_size=batch_size,
+                         epochs=1, metrics=metric_list(), accumulation_steps=accumulation_steps)
+    return reads
+
+
+@pytest.mark.parametrize("accumulation_steps", [1, 2])
+def test_the_loop_copies_nothing_to_the_host_per_step(accumulation_steps):
+    def regression():
+        return [metrics.MeanSquaredError(name="mse"),
+                lambda y_true, y_pred: (y_true - y_pred).abs().mean()]  # a tensor: kept there too
+
+    def classification():
+        return [metrics.Accuracy(name="accuracy"), metrics.Accuracy(name="top2", top_k=2)]
+
+    for metric_list, classes in ((regression, False), (classification, True)):
+        # 8 steps, then 32 steps (with accumulation: 4, then 16 optimizer steps)
+        few = reads_in_one_epoch(8, metric_list, accumulation_steps, classes)
+        many = reads_in_one_epoch(2, metric_list, accumulation_steps, classes)
+        assert few.calls == many.calls, (few.calls, many.calls)
+        # one copy per dtype (losses, metric states, their checks) and one per result()
+        assert few.total <= 8, few.calls
+
+
+def test_the_count_sees_a_metric_that_copies_at_every_step():
+    # A callable that returns a Python number is read at every step: the counter must see it.
+    def metric_list():
+        return [lambda y_true, y_pred: float((y_true - y_pred).abs().mean())]
+
+    few, many = reads_in_one_epoch(8, metric_list), reads_in_one_epoch(2, metric_list)
+    assert many.total - few.total == 32 - 8, (few.calls, many.calls)
+
+
+def test_a_metric_s_bad_labels_are_raised_after_the_epoch():
+    torch.manual_seed(0)
+    x, y = np.ones((8, 3), np.float32), np.array([0, 1, 2, 5, 0, 1, 2, 0])  # 3 classes; 5 is none
+    model = torch.nn.Linear(3, 3)
+    with pytest.raises(ValueError, match=r"y_true must hold class indices from 0 to 2 .* got 1 other"):
+        torch_loop.train(model, x, y, loss_fn=torch.nn.CrossEntropyLoss(ignore_index=5),
+                         optimizer=torch.optim.SGD(model.parameters(), lr=0.1), batch_size=4,
+                         epochs=1, metrics=[metrics.Accuracy()])
+
+
+def test_a_callable_metric_must_return_one_number():
+    model, optimizer = fresh()
+    with pytest.raises(TypeError, match=r"metrics: the function 'per_sample' must return one number"):
+        torch_loop.train(model, X, Y, loss_fn=torch.nn.MSELoss(), optimizer=optimizer, batch_size=BATCH,
+                         epochs=1, metrics=[per_sample])
+
+
+def per_sample(y_true, y_pred):
+    return (y_true - y_pred).abs()

@@ -171,7 +171,8 @@ def test_torch_tensor_uses_the_default_float_and_int64_labels(torch):
 
 
 def test_an_unbuilt_keras_model_is_refused(keras):
-    with pytest.raises(ValueError, match="model must be built: give it a keras.Input"):
+    with pytest.raises(ValueError, match=r"model must be built \(its weights exist only then\), got an "
+                                         r"unbuilt Sequential: give it a keras.Input"):
         _validation.keras_model("model", keras.Sequential([keras.layers.Dense(1)]))
     _validation.keras_model("model", keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
 
@@ -337,7 +338,7 @@ def test_torch_prediction_shape_names_integer_x_and_a_target_that_would_broadcas
     with pytest.raises(TypeError, match=r"x has dtype torch.int64 and shape \(\d+, 3\), which the model cannot take"):
         _validation.torch_prediction_shape(model, loss_fn, x.long(), y)
     if loss == "MSELoss":  # elementwise: (N, 1) predictions against (N,) targets would broadcast
-        with pytest.raises(ValueError, match=r"y has shape \(\) per sample but the model predicts \(1,\)"):
+        with pytest.raises(ValueError, match=r"y must have the prediction's shape per sample, \(1,\), got \(\)"):
             _validation.torch_prediction_shape(model, loss_fn, x, y[:, 0])
     with pytest.raises(ValueError, match=r"x has dtype torch.float32 and shape \(4, 2\), which the model cannot take"):
         _validation.torch_prediction_shape(model, loss_fn, x[:, :2], y)
@@ -357,3 +358,107 @@ def test_keras_input_and_seed():
     assert _validation.seed("seed", np.int64(2**32 - 1)) == 2**32 - 1
     with pytest.raises(ValueError, match="seed must be below 2\\*\\*32"):
         _validation.seed("seed", 2**32)
+
+
+# --- hostile input (issue 24) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint64, np.uint32])
+def test_unsigned_labels_beyond_int64_are_refused_not_wrapped(dtype):
+    labels = np.array([0, 1], dtype=dtype)
+    assert _validation.class_indices(labels).tolist() == [0, 1]
+    if dtype is np.uint64:  # 2**63 would become -2**63 as an int64: a negative class
+        with pytest.raises(ValueError, match=r"y_true must hold class indices \(integers >= 0\), "
+                                             r"got 9223372036854775808"):
+            _validation.class_indices(np.array([2**63, 1], dtype=dtype))
+    from companion import calibration, metrics
+
+    huge = np.array([2**63 + 5, 1], dtype=np.uint64)
+    for call in (lambda: metrics.Accuracy().update(huge, np.array([1, 1])),
+                 lambda: calibration.margins(huge, [[0.1, 0.9], [0.5, 0.5]])):
+        assert_rejected(call, "y_true")
+
+
+def masked(values):
+    array = np.ma.masked_array(np.asarray(values, dtype=np.float64))
+    array[0] = np.ma.masked
+    return array
+
+
+def test_masked_arrays_are_refused_where_a_mask_would_be_ignored():
+    # np.asarray drops a mask and keeps the hidden values: every function would use them.
+    from companion import calibration, diagnose, metrics
+
+    labels, scores = [0, 1, 1], [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]
+    calls = {
+        "values": lambda: metrics.Mean().update(masked([1.0, 2.0, 3.0])),
+        "y_pred": lambda: metrics.MeanSquaredError().update([1.0, 2.0, 3.0], masked([1.0, 2.0, 9.0])),
+        "y_true": lambda: metrics.Accuracy().update(masked(labels), scores),
+        "scores": lambda: calibration.margins(labels, masked(scores)),
+        "logits": lambda: calibration.cross_entropy(labels, masked(scores)),
+        "probabilities": lambda: calibration.reliability_diagram(labels, masked(scores)),
+        "y_true ": lambda: diagnose.diagnose(masked([1.0, 2.0, 3.0]), [1.0, 2.0, 3.0]),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=rf"{name.strip()} must be a plain array, got a numpy\.ma\."
+                                            rf"MaskedArray with \d of its \d+ values masked"):
+            call()
+    # With nothing masked, a masked array is its data.
+    assert _validation.data_array("x", np.ma.masked_array([1.0, 2.0])).tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, r"x must be an array of numbers \(a NumPy array, a list or a tensor\), got NoneType"),
+    ("abc", r"x must be an array of numbers .*got str: 'abc'"),
+    ({"a": [1.0]}, r"x must be an array of numbers .*got dict"),
+    ([np.ones(3), np.ones(3)], r"x must be one array, got a list of 2 arrays of shapes \[\(3,\), \(3,\)\]"),
+    ((np.ones((2, 2)),), r"x must be one array, got a tuple of 1 arrays"),
+])
+def test_what_is_not_one_array_of_numbers_is_named(value, message):
+    with pytest.raises(TypeError, match=message):
+        _validation.data_array("x", value)
+    # A list of numbers, of lists, or of 0-d arrays is one array.
+    assert _validation.data_array("x", [np.float32(1.0), np.float64(2.0)]).tolist() == [1.0, 2.0]
+
+
+def test_a_keras_model_of_two_inputs_and_targets_that_would_broadcast(keras):
+    from companion import tf_loop
+
+    inputs = [keras.Input((3,)), keras.Input((3,))]
+    two = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Concatenate()(inputs)))
+    x, y = np.ones((8, 3), np.float32), np.ones((8, 1), np.float32)
+    # Before issue 24: "y must have one row per sample of x (2)", x being read as 2 samples.
+    with pytest.raises(ValueError, match=r"model must take one input, got a model with 2 inputs"):
+        tf_loop.train(two, [x, x], y, loss=keras.losses.MeanSquaredError(),
+                      optimizer=keras.optimizers.SGD(0.1), batch_size=4, epochs=1)
+    one = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match=r"y must hold, per sample, the model's output shape \(1,\) "
+                                         r"\(or one class index\), got \(1, 1, 1\)"):
+        _validation.keras_data(one, x, y[:, :, None, None])
+    for target in (y, y[:, 0], np.zeros(8, np.int64)):  # (N, 1), (N,), class indices: all fine
+        _validation.keras_data(one, x, target)
+
+
+def test_reading_minutes_refuses_negative_and_fractional_counts():
+    from companion.glue import reading_minutes
+
+    assert reading_minutes(2000, 250) == 25
+    for words, lines, name in ((-1, 10, "words"), (10, -1, "lines"), (1.5, 10, "words")):
+        assert_rejected(lambda: reading_minutes(words, lines), name)
+
+
+def test_every_public_function_refuses_hostile_input_clearly(tmp_path, monkeypatch):
+    """The adversarial sweep (tests/sweep.py): every public function, each argument given
+    hostile values. Every outcome must be a clear error (naming the argument, what it got and
+    what it expected) or a correct result: none silent, none unclear."""
+    pytest.importorskip("torch")
+    pytest.importorskip("keras")
+    import sweep
+
+    monkeypatch.chdir(tmp_path)  # a relative path argument writes here
+    cases = sweep.sweep(tmp_path)
+    table = sweep.table(cases)
+    failed = [f"[{case.outcome}] {case.function}({case.argument}: {case.kind}): {case.detail[:300]}"
+              for case in cases if case.outcome in ("silent", "unclear")]
+    assert not failed, f"{table}\n" + "\n".join(failed)
+    assert table["tried"] >= 1000 and table["clear"] >= 900 and table["correct"] >= 150, table
