@@ -301,11 +301,7 @@ return found;
 """
 
 
-@pytest.mark.parametrize("page", [
-    pytest.param(page, marks=pytest.mark.xfail(
-        reason="issue 21: the reconcile page's central identity is cut off; its fix belongs "
-               "to that page's rework", strict=False)) if page == RECONCILE_PAGE else page
-    for page in PAGES])
+@pytest.mark.parametrize("page", PAGES)
 def test_nothing_runs_off_the_page_at_1280_px(browser, site, page):
     try:
         browser.set_window_size(1280, 1000)
