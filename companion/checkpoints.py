@@ -795,9 +795,17 @@ def _check_scheduler_state(saved, scheduler, torch) -> None:
     if not isinstance(saved, dict):
         raise ValueError(f"its scheduler state is a {type(saved).__name__}, not the dict a "
                          f"{cls}'s state_dict() is")
-    if set(saved) != set(own):
+    # Before PyTorch 2.3, ReduceLROnPlateau sets _last_lr at its first step(): a fresh one's
+    # state lacks the key that a stepped one's holds (a list of learning rates).
+    late = {"_last_lr"} - set(own)
+    if not set(own) <= set(saved) <= set(own) | late:
         raise ValueError(f"its scheduler state {_differences(set(own), set(saved))}: it is not "
                          f"the state of a {cls}")
+    for key in late & set(saved):
+        if not (isinstance(saved[key], list) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in saved[key])):
+            raise ValueError(f"its scheduler state has {key}={check._short_repr(saved[key])}, "
+                             f"not a list of learning rates")
     for key, value in own.items():
         if not _same_kind(saved[key], value):
             raise ValueError(f"its scheduler state has {key}={check._short_repr(saved[key])}, "
@@ -1046,6 +1054,18 @@ def _restore_callback(callback, state: dict) -> None:
         for attribute, value in state.items():
             setattr(callback, attribute, value)
         del callback.on_train_begin  # once: a later fit starts afresh, as Keras does
+        if "best" in state and getattr(callback, "monitor_op", 0) is None and hasattr(
+                type(callback), "_set_monitor_op"):
+            # Keras 3.2's EarlyStopping picks its direction at the first epoch's end, and
+            # resets best there too: keep the saved best through that.
+            choose = type(callback)._set_monitor_op
+
+            def set_monitor_op():
+                choose(callback)
+                callback.best = state["best"]
+                del callback._set_monitor_op
+
+            callback._set_monitor_op = set_monitor_op
 
     callback.on_train_begin = on_train_begin
 

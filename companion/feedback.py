@@ -743,12 +743,17 @@ def _05_1(answer, *, x, y_raw) -> str:
     values = next((logged[k] for k in ("mse", "mean_squared_error", "loss")
                    if isinstance(logged, Mapping) and k in logged), None)
     if not isinstance(values, list) or not values:
-        raise NotYet("train the model with `fit` first: the check reads the MSE it logged.")
+        raise NotYet("train the model with `fit` first: the check reads the MSE it logged "
+                     "(on older Keras, 3.2 for one, `predict` and `evaluate` clear it: fit last).")
     inputs = _data(x, "x")
     # Far from the data too: a sigmoid stays in [0, 1] for any input, a linear output does not.
     probe = np.concatenate([inputs, 1e3 * inputs, -1e3 * inputs]).astype(np.float32)
-    outputs = _array(_call(lambda: model.predict(probe, verbose=0), (), "the chapter's x"),
-                     "an array", "what your model predicts")
+    history = model.history
+    try:
+        outputs = _array(_call(lambda: model.predict(probe, verbose=0), (), "the chapter's x"),
+                         "an array", "what your model predicts")
+    finally:  # Keras 3.2's predict replaces model.history with an empty one: put it back
+        model.history = history
     if outputs.size == 0 or not (np.all(outputs >= 0) and np.all(outputs <= 1)):
         raise NotYet("some outputs are outside [0, 1]: give the output layer a sigmoid.")
     trained = _real(values[-1], "a number", "the MSE your model logged")

@@ -792,7 +792,8 @@ SCHEDULERS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=ONE_CYCLE_NEEDS)
+                                  if name == "OneCycleLR" else name for name in sorted(SCHEDULERS)])
 def test_every_torch_scheduler_resumes_exactly(tmp_path, name):
     # ReduceLROnPlateau included: its patience counter and best value are its state_dict.
     x, y = torch.from_numpy(X[:64]), torch.from_numpy(Y[:64])
@@ -1154,6 +1155,10 @@ class Noise(keras.layers.Layer):
 
 def noisy_run():
     keras.utils.set_random_seed(0)
+    # A fresh process has no global seed generator. Newer Keras' set_random_seed drops it too;
+    # Keras 3.2's keeps it, advanced by every earlier run: drop it here, as a new script would.
+    from keras.src.backend.common import global_state
+    global_state.set_global_attribute("global_seed_generator", None)
     model = keras.Sequential([keras.Input((X.shape[1],)), keras.layers.Dense(8, activation="tanh"),
                               Noise(), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
@@ -1206,10 +1211,10 @@ def test_keras_callbacks_state_resumes_exactly(tmp_path, make):
         resumed, again = keras_run(dropout=0.0), make()
         keras_load(path, resumed, callbacks=[again] if restored else [make()])
         epochs = 2 + len(fit(resumed, again, epochs=8, initial_epoch=2))
-        outcomes[restored] = (epochs, float(resumed.optimizer.learning_rate),
+        outcomes[restored] = (epochs, float(resumed.optimizer.learning_rate.numpy()),
                               keras_difference(straight, resumed))
         assert "on_train_begin" not in vars(again)  # a later fit starts it afresh, as Keras does
-    assert outcomes[True] == (straight_epochs, float(straight.optimizer.learning_rate), 0.0)
+    assert outcomes[True] == (straight_epochs, float(straight.optimizer.learning_rate.numpy()), 0.0)
     assert outcomes[False] != outcomes[True]  # fit() resets them: without the file's state it drifts
 
 
