@@ -133,6 +133,7 @@ class _Metric:
         self._unchecked = {}  # fed tensors: message -> (count of the bad, values kept for it)
         self._found = {}  # message -> how many bad values its check found (a tensor)
         self._kept = 0  # how many values are kept unchecked
+        self._size = (None, None)  # the last batch size added on the device, and it as a tensor
 
     def result(self) -> float:
         """``total / count``; raises ``ValueError`` while ``count`` is 0, and for what the
@@ -174,11 +175,19 @@ class _Metric:
         self.total, self.count = total, float(count)
 
     def _add_on_device(self, batch, count, *, scale=1.0) -> None:
-        """Add ``scale * batch`` (a weighted sum, a float tensor) to ``total`` and ``count``
-        to ``count``, where the tensor is: nothing is copied to the host."""
+        """Add ``scale * batch`` (a weighted sum: a 0-d tensor, float or integer) to ``total``
+        and ``count`` (a 0-d tensor, or a Python number) to ``count``, where the tensor is:
+        nothing is copied to the host."""
         if not _is_tensor(self.total):  # the first tensor since reset(): float64 there
-            self.total = _floats(batch.new_full((), self.total))
+            self.total = batch.new_full((), self.total, dtype=_float_dtype(batch))
             self.count = self.total.new_full((), self.count)
+        if not _is_tensor(count):
+            # A Python number would become a new tensor at every addition; the batch size
+            # repeats from step to step, so the last one is kept as a tensor.
+            if self._size[0] != count:
+                self._size = (count, self.total.new_full((), count))
+            count = self._size[1]
+        # total is float64 (float32 on MPS): an integer batch is added in that dtype.
         total = self.total + batch if scale == 1 else self.total.add(batch, alpha=scale)
         self.total, self.count = total, self.count + count
 
@@ -196,9 +205,11 @@ class _Metric:
         import torch
 
         for message, (count_bad, kept) in self._unchecked.items():
-            if any(v.dim() == 0 or v.shape[1:] != kept[0].shape[1:] for v in kept):
-                kept = [values.reshape(-1) for values in kept]
-            found = count_bad(torch.cat(kept))
+            try:  # usually every batch has the same shape but for its length
+                values = torch.cat(kept)
+            except RuntimeError:  # a scalar, or shapes that differ: the checks count values
+                values = torch.cat([values.reshape(-1) for values in kept])  # one by one
+            found = count_bad(values)
             self._found[message] = self._found[message] + found if message in self._found else found
         self._unchecked.clear()
         self._kept = 0
@@ -299,7 +310,7 @@ class MeanSquaredError(_Metric):
         y_true, y_pred = check.same_shape(_on_device("y_true", y_true, y_pred), y_pred)
         weights = _device_weights(sample_weight, y_pred, of="y_true")
         # In float64, as above: the difference of two float32 numbers is exact there.
-        difference = _floats(y_pred) - _floats(y_true)
+        difference = _floats(y_pred) - y_true  # y_true is promoted to float64 as it is read
         if weights is None:  # the sum of all squared errors, over the outputs per sample
             flat, samples = difference.reshape(-1), difference.shape[0]
             return self._add_on_device(flat.dot(flat), samples, scale=samples / flat.shape[0])
@@ -399,7 +410,7 @@ class Accuracy(_Metric):
         weights = _device_weights(sample_weight, labels, of="y_true")
         correct = self._correct_on_device(labels, y_pred)
         if weights is None:  # count_nonzero: the fastest sum of bools
-            return self._add_on_device(_floats(correct.count_nonzero()), correct.shape[0])
+            return self._add_on_device(correct.count_nonzero(), correct.shape[0])
         self._check_weights(weights)
         self._add_on_device((correct * weights).sum(dtype=_float_dtype(y_pred)),
                             weights.sum(dtype=_float_dtype(y_pred)))
