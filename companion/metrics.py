@@ -82,30 +82,45 @@ def read(values):
     torch = sys.modules.get("torch")
     if torch is None:  # no tensor can exist
         return values
-    groups = {}
-    _collect(values, torch.Tensor, groups)
-    if not groups:
+    tensors = []
+    _collect((values,), torch.Tensor, tensors)
+    if not tensors:
         return values
-    host = {key: iter(torch.stack(group).tolist()) for key, group in groups.items()}
-    return _replace(values, torch.Tensor, host)
+    groups = {}  # (dtype, device) -> the positions of its tensors in ``tensors``
+    for position, tensor in enumerate(tensors):
+        groups.setdefault((tensor.dtype, tensor.device), []).append(position)
+    numbers = [None] * len(tensors)
+    for positions in groups.values():
+        stacked = torch.stack([_scalar(tensors[position]) for position in positions])
+        for position, number in zip(positions, stacked.tolist()):  # the one copy
+            numbers[position] = number
+    return _replace((values,), torch.Tensor, iter(numbers))[0]
 
 
-def _collect(values, tensor_class, groups: dict) -> None:
-    """The tensors of ``values``, by dtype and device, each as a 0-d tensor."""
-    for value in values if type(values) in (list, tuple) else (values,):
-        if type(value) in (list, tuple):
-            _collect(value, tensor_class, groups)
-        elif isinstance(value, tensor_class):
-            groups.setdefault((value.dtype, value.device), []).append(
-                value if value.dim() == 0 else value.reshape(()))
+def _collect(values: list | tuple, tensor_class, tensors: list) -> None:
+    """Append the tensors in ``values``, depth first."""
+    for value in values:
+        if isinstance(value, tensor_class):
+            tensors.append(value)
+        elif type(value) in (list, tuple):
+            _collect(value, tensor_class, tensors)
 
 
-def _replace(values, tensor_class, host: dict):
-    if isinstance(values, tensor_class):
-        return next(host[values.dtype, values.device])
-    if type(values) in (list, tuple):
-        return type(values)([_replace(value, tensor_class, host) for value in values])
-    return values
+def _scalar(tensor):
+    return tensor if tensor.dim() == 0 else tensor.reshape(())
+
+
+def _replace(values: list | tuple, tensor_class, numbers):
+    """``values`` with its tensors replaced by the next ``numbers``, in :func:`_collect`'s
+    order (the containers are copied, every other value kept as it is)."""
+    replaced = []
+    for value in values:
+        if isinstance(value, tensor_class):
+            value = next(numbers)
+        elif type(value) in (list, tuple):
+            value = _replace(value, tensor_class, numbers)
+        replaced.append(value)
+    return type(values)(replaced)
 
 
 def _is_tensor(value) -> bool:
