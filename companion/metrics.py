@@ -57,6 +57,7 @@ Neither framework is imported.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 
@@ -435,9 +436,7 @@ class Accuracy(_Metric):
         values that need checking are kept for ``result()``."""
         kind = self._kind(y_pred, labels.shape[0])
         classes = y_pred.shape[1] if kind == "scores" else 2 if kind == "binary" else None
-        span = "(integers >= 0)" if classes is None else f"from 0 to {classes - 1}"
-        self._check_later(f"y_true must hold class indices {span} for this y_pred, got {{}} other "
-                          f"label(s) since the last reset()", _outside(classes), labels)
+        self._check_later(*_label_check(classes), labels)
         if y_pred.is_floating_point():
             self._check_later("y_pred must be finite, got {} NaN or inf value(s) since the last "
                               "reset()", _not_finite, y_pred)
@@ -450,8 +449,14 @@ class Accuracy(_Metric):
         return (y_pred if kind == "indices" else y_pred > self.threshold) == labels
 
 
-def _outside(classes):
-    """How many labels are not class indices below ``classes`` (any index >= 0 if None)."""
+@functools.lru_cache(maxsize=None)  # made once per number of classes, not at every update
+def _label_check(classes):
+    """The message and the count of the labels that are not class indices below ``classes``
+    (any index >= 0 if None), for :meth:`_Metric._check_later`."""
+    span = "(integers >= 0)" if classes is None else f"from 0 to {classes - 1}"
+    message = (f"y_true must hold class indices {span} for this y_pred, got {{}} other label(s) "
+               f"since the last reset()")
+
     def count(labels):
         if labels.is_floating_point():
             top = None if classes is None else classes - 1
@@ -459,7 +464,7 @@ def _outside(classes):
         if classes is None:
             return (labels < 0).count_nonzero()
         return (labels // classes).count_nonzero()  # 0 exactly for 0 <= label < classes
-    return count
+    return message, count
 
 
 def _not_finite(values):
@@ -493,16 +498,16 @@ def _scalar_weight(sample_weight) -> np.ndarray | None:
 def _tensor(name: str, tensor):
     """A tensor of real numbers, not empty, checked by shape and dtype only (its values are
     checked on the device, for ``result()``); bools as int64, detached."""
-    import torch
-
+    torch = sys.modules["torch"]  # imported: a tensor exists
+    dtype = tensor.dtype
     if tensor.layout is not torch.strided or tensor.is_meta or tensor.is_quantized:
         check._dense_tensor(name, tensor)  # raises, naming the kind
-    if tensor.dtype.is_complex:
-        raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype} "
+    if dtype.is_complex:
+        raise TypeError(f"{name} must hold real numbers, got dtype {dtype} "
                         f"(shape {tuple(tensor.shape)})")
     if not tensor.numel():
         raise ValueError(f"{name} must not be empty, got shape {tuple(tensor.shape)}")
-    if tensor.dtype is torch.bool:
+    if dtype is torch.bool:
         return tensor.detach().long()
     return tensor.detach() if tensor.requires_grad else tensor
 
