@@ -423,8 +423,8 @@ class Accuracy(_Metric):
         labels = _on_device("y_true", y_true, y_pred)
         check.class_index_shape(labels)
         labels = labels if labels.dim() == 1 else labels.reshape(-1)
+        correct = self._correct_on_device(labels, y_pred)  # y_pred and top_k first, as NumPy's
         weights = _device_weights(sample_weight, labels, of="y_true")
-        correct = self._correct_on_device(labels, y_pred)
         if weights is None:  # count_nonzero: the fastest sum of bools
             return self._add_on_device(correct.count_nonzero(), correct.shape[0])
         self._check_weights(weights)

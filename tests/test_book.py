@@ -97,12 +97,14 @@ def test_first_code_cell_is_the_setup_cell(notebook):
 
 
 def test_the_repository_url_is_written_in_one_place():
-    # _config.yml names it; every other file that needs it is generated from it (colab/) or
-    # reads it from the configuration (book/_ext/course_colab.py, the tests).
+    # _config.yml names it; every other file that needs it is generated from it (colab/), rewritten
+    # with it by `make editions REPOSITORY=...` (CITATION.cff, checked against it in
+    # test_editions) or reads it from the configuration (book/_ext/course_colab.py, the tests).
     hand_edited = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
                                  check=True).stdout.split()
     naming = [path for path in hand_edited
-              if not path.startswith("colab/") and path != "_config.yml" and (ROOT / path).is_file()
+              if not path.startswith("colab/") and path not in ("_config.yml", "CITATION.cff")
+              and (ROOT / path).is_file()
               and REPOSITORY_URL.removeprefix("https://") in (ROOT / path).read_text(errors="ignore")]
     assert naming == [], f"the repository URL is typed in {naming}; derive it from _config.yml"
 

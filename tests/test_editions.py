@@ -685,6 +685,7 @@ def test_the_text_and_the_code_have_licences_and_the_course_a_citation():
     assert citation["authors"] and citation["message"]
     assert citation["license"] == ["CC-BY-SA-4.0", "MIT-0"]
     assert citation["url"] == BOOK
+    assert citation["repository-code"] == CONFIG["repository"]["url"]
     assert citation["version"] == release.versions()["pyproject.toml"]
 
 

@@ -905,3 +905,13 @@ def test_a_tensor_value_with_a_tensor_weight_reads_back():
     loss.update(torch.tensor(1.0), sample_weight=torch.tensor(-2.0))
     with pytest.raises(ValueError, match=r"sample_weight must be >= 0, got 1 negative weight"):
         loss.result()
+
+
+def test_tensor_inputs_are_checked_in_numpys_order():
+    # Found by test_inputs_accuracy_update: with tensors the weights were checked before top_k,
+    # so two errors in one call named a different argument than NumPy inputs do.
+    torch = pytest.importorskip("torch")
+    for labels, scores in ((np.array([0]), np.array([0.3])),
+                           (torch.tensor([0]), torch.tensor([0.3]))):
+        with pytest.raises(ValueError, match=r"^top_k=2 needs class scores"):
+            Accuracy(top_k=2).update(labels, scores, sample_weight=[1.0, 2.0])

@@ -442,7 +442,7 @@ def test_a_keras_model_of_two_inputs_and_targets_that_would_broadcast(keras):
 def test_reading_minutes_refuses_negative_and_fractional_counts():
     from companion.glue import reading_minutes
 
-    assert reading_minutes(2000, 250) == 25
+    assert reading_minutes(2000, 250) == 55  # at a learner's pace, rounded up (test_glue)
     for words, lines, name in ((-1, 10, "words"), (10, -1, "lines"), (1.5, 10, "words")):
         assert_rejected(lambda: reading_minutes(words, lines), name)
 
