@@ -423,18 +423,20 @@ class Accuracy(_Metric):
         labels = _on_device("y_true", y_true, y_pred)
         check.class_index_shape(labels)
         labels = labels if labels.dim() == 1 else labels.reshape(-1)
-        correct = self._correct_on_device(labels, y_pred)  # y_pred and top_k first, as NumPy's
+        kind = self._kind(y_pred, labels.shape[0])  # y_pred and top_k first, as NumPy's
         weights = _device_weights(sample_weight, labels, of="y_true")
+        # Every argument is checked: from here the batch is kept (a refused one leaves no trace).
+        correct = self._correct_on_device(labels, y_pred, kind)
         if weights is None:  # count_nonzero: the fastest sum of bools
             return self._add_on_device(correct.count_nonzero(), correct.shape[0])
         self._check_weights(weights)
         self._add_on_device((correct * weights).sum(dtype=_float_dtype(y_pred)),
                             weights.sum(dtype=_float_dtype(y_pred)))
 
-    def _correct_on_device(self, labels, y_pred):
-        """As :meth:`_correct`, on the device: True for each sample predicted right. The
-        values that need checking are kept for ``result()``."""
-        kind = self._kind(y_pred, labels.shape[0])
+    def _correct_on_device(self, labels, y_pred, kind: str):
+        """As :meth:`_correct`, on the device: True for each sample predicted right, ``y_pred``
+        read as ``kind`` (see :meth:`_kind`). The values that need checking are kept for
+        ``result()``."""
         classes = y_pred.shape[1] if kind == "scores" else 2 if kind == "binary" else None
         self._check_later(*_label_check(classes), labels)
         if y_pred.is_floating_point():

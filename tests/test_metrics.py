@@ -915,3 +915,13 @@ def test_tensor_inputs_are_checked_in_numpys_order():
                            (torch.tensor([0]), torch.tensor([0.3]))):
         with pytest.raises(ValueError, match=r"^top_k=2 needs class scores"):
             Accuracy(top_k=2).update(labels, scores, sample_weight=[1.0, 2.0])
+
+
+def test_a_refused_tensor_batch_leaves_no_value_to_check():
+    torch = pytest.importorskip("torch")
+    acc = Accuracy()  # a label out of range and a NaN score, in a batch refused for its weights
+    with pytest.raises(ValueError, match=r"sample_weight must hold one weight per sample"):
+        acc.update(torch.tensor([0, 5]), torch.tensor([[0.2, float("nan")], [0.6, 0.4]]),
+                   sample_weight=torch.ones(3))
+    acc.update(torch.tensor([0]), torch.tensor([[0.9, 0.1]]))
+    assert acc.result() == 1.0
