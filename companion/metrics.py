@@ -57,6 +57,7 @@ Neither framework is imported.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 
@@ -82,30 +83,45 @@ def read(values):
     torch = sys.modules.get("torch")
     if torch is None:  # no tensor can exist
         return values
-    groups = {}
-    _collect(values, torch.Tensor, groups)
-    if not groups:
+    tensors = []
+    _collect((values,), torch.Tensor, tensors)
+    if not tensors:
         return values
-    host = {key: iter(torch.stack(group).tolist()) for key, group in groups.items()}
-    return _replace(values, torch.Tensor, host)
+    groups = {}  # (dtype, device) -> the positions of its tensors in ``tensors``
+    for position, tensor in enumerate(tensors):
+        groups.setdefault((tensor.dtype, tensor.device), []).append(position)
+    numbers = [None] * len(tensors)
+    for positions in groups.values():
+        stacked = torch.stack([_scalar(tensors[position]) for position in positions])
+        for position, number in zip(positions, stacked.tolist()):  # the one copy
+            numbers[position] = number
+    return _replace((values,), torch.Tensor, iter(numbers))[0]
 
 
-def _collect(values, tensor_class, groups: dict) -> None:
-    """The tensors of ``values``, by dtype and device, each as a 0-d tensor."""
-    for value in values if type(values) in (list, tuple) else (values,):
-        if type(value) in (list, tuple):
-            _collect(value, tensor_class, groups)
-        elif isinstance(value, tensor_class):
-            groups.setdefault((value.dtype, value.device), []).append(
-                value if value.dim() == 0 else value.reshape(()))
+def _collect(values: list | tuple, tensor_class, tensors: list) -> None:
+    """Append the tensors in ``values``, depth first."""
+    for value in values:
+        if isinstance(value, tensor_class):
+            tensors.append(value)
+        elif type(value) in (list, tuple):
+            _collect(value, tensor_class, tensors)
 
 
-def _replace(values, tensor_class, host: dict):
-    if isinstance(values, tensor_class):
-        return next(host[values.dtype, values.device])
-    if type(values) in (list, tuple):
-        return type(values)([_replace(value, tensor_class, host) for value in values])
-    return values
+def _scalar(tensor):
+    return tensor if tensor.dim() == 0 else tensor.reshape(())
+
+
+def _replace(values: list | tuple, tensor_class, numbers):
+    """``values`` with its tensors replaced by the next ``numbers``, in :func:`_collect`'s
+    order (the containers are copied, every other value kept as it is)."""
+    replaced = []
+    for value in values:
+        if isinstance(value, tensor_class):
+            value = next(numbers)
+        elif type(value) in (list, tuple):
+            value = _replace(value, tensor_class, numbers)
+        replaced.append(value)
+    return type(values)(replaced)
 
 
 def _is_tensor(value) -> bool:
@@ -133,6 +149,7 @@ class _Metric:
         self._unchecked = {}  # fed tensors: message -> (count of the bad, values kept for it)
         self._found = {}  # message -> how many bad values its check found (a tensor)
         self._kept = 0  # how many values are kept unchecked
+        self._size = (None, None)  # the last batch size added on the device, and it as a tensor
 
     def result(self) -> float:
         """``total / count``; raises ``ValueError`` while ``count`` is 0, and for what the
@@ -174,11 +191,19 @@ class _Metric:
         self.total, self.count = total, float(count)
 
     def _add_on_device(self, batch, count, *, scale=1.0) -> None:
-        """Add ``scale * batch`` (a weighted sum, a float tensor) to ``total`` and ``count``
-        to ``count``, where the tensor is: nothing is copied to the host."""
+        """Add ``scale * batch`` (a weighted sum: a 0-d tensor, float or integer) to ``total``
+        and ``count`` (a 0-d tensor, or a Python number) to ``count``, where the tensor is:
+        nothing is copied to the host."""
         if not _is_tensor(self.total):  # the first tensor since reset(): float64 there
-            self.total = _floats(batch.new_full((), self.total))
+            self.total = batch.new_full((), self.total, dtype=_float_dtype(batch))
             self.count = self.total.new_full((), self.count)
+        if not _is_tensor(count):
+            # A Python number would become a new tensor at every addition; the batch size
+            # repeats from step to step, so the last one is kept as a tensor.
+            if self._size[0] != count:
+                self._size = (count, self.total.new_full((), count))
+            count = self._size[1]
+        # total is float64 (float32 on MPS): an integer batch is added in that dtype.
         total = self.total + batch if scale == 1 else self.total.add(batch, alpha=scale)
         self.total, self.count = total, self.count + count
 
@@ -196,9 +221,11 @@ class _Metric:
         import torch
 
         for message, (count_bad, kept) in self._unchecked.items():
-            if any(v.dim() == 0 or v.shape[1:] != kept[0].shape[1:] for v in kept):
-                kept = [values.reshape(-1) for values in kept]
-            found = count_bad(torch.cat(kept))
+            try:  # usually every batch has the same shape but for its length
+                values = torch.cat(kept)
+            except RuntimeError:  # a scalar, or shapes that differ: the checks count values
+                values = torch.cat([values.reshape(-1) for values in kept])  # one by one
+            found = count_bad(values)
             self._found[message] = self._found[message] + found if message in self._found else found
         self._unchecked.clear()
         self._kept = 0
@@ -299,7 +326,7 @@ class MeanSquaredError(_Metric):
         y_true, y_pred = check.same_shape(_on_device("y_true", y_true, y_pred), y_pred)
         weights = _device_weights(sample_weight, y_pred, of="y_true")
         # In float64, as above: the difference of two float32 numbers is exact there.
-        difference = _floats(y_pred) - _floats(y_true)
+        difference = _floats(y_pred) - y_true  # y_true is promoted to float64 as it is read
         if weights is None:  # the sum of all squared errors, over the outputs per sample
             flat, samples = difference.reshape(-1), difference.shape[0]
             return self._add_on_device(flat.dot(flat), samples, scale=samples / flat.shape[0])
@@ -396,22 +423,22 @@ class Accuracy(_Metric):
         labels = _on_device("y_true", y_true, y_pred)
         check.class_index_shape(labels)
         labels = labels if labels.dim() == 1 else labels.reshape(-1)
-        correct = self._correct_on_device(labels, y_pred)  # y_pred and top_k first, as NumPy's
+        kind = self._kind(y_pred, labels.shape[0])  # y_pred and top_k first, as NumPy's
         weights = _device_weights(sample_weight, labels, of="y_true")
+        # Every argument is checked: from here the batch is kept (a refused one leaves no trace).
+        correct = self._correct_on_device(labels, y_pred, kind)
         if weights is None:  # count_nonzero: the fastest sum of bools
-            return self._add_on_device(_floats(correct.count_nonzero()), correct.shape[0])
+            return self._add_on_device(correct.count_nonzero(), correct.shape[0])
         self._check_weights(weights)
         self._add_on_device((correct * weights).sum(dtype=_float_dtype(y_pred)),
                             weights.sum(dtype=_float_dtype(y_pred)))
 
-    def _correct_on_device(self, labels, y_pred):
-        """As :meth:`_correct`, on the device: True for each sample predicted right. The
-        values that need checking are kept for ``result()``."""
-        kind = self._kind(y_pred, labels.shape[0])
+    def _correct_on_device(self, labels, y_pred, kind: str):
+        """As :meth:`_correct`, on the device: True for each sample predicted right, ``y_pred``
+        read as ``kind`` (see :meth:`_kind`). The values that need checking are kept for
+        ``result()``."""
         classes = y_pred.shape[1] if kind == "scores" else 2 if kind == "binary" else None
-        span = "(integers >= 0)" if classes is None else f"from 0 to {classes - 1}"
-        self._check_later(f"y_true must hold class indices {span} for this y_pred, got {{}} other "
-                          f"label(s) since the last reset()", _outside(classes), labels)
+        self._check_later(*_label_check(classes), labels)
         if y_pred.is_floating_point():
             self._check_later("y_pred must be finite, got {} NaN or inf value(s) since the last "
                               "reset()", _not_finite, y_pred)
@@ -424,8 +451,14 @@ class Accuracy(_Metric):
         return (y_pred if kind == "indices" else y_pred > self.threshold) == labels
 
 
-def _outside(classes):
-    """How many labels are not class indices below ``classes`` (any index >= 0 if None)."""
+@functools.lru_cache(maxsize=None)  # made once per number of classes, not at every update
+def _label_check(classes):
+    """The message and the count of the labels that are not class indices below ``classes``
+    (any index >= 0 if None), for :meth:`_Metric._check_later`."""
+    span = "(integers >= 0)" if classes is None else f"from 0 to {classes - 1}"
+    message = (f"y_true must hold class indices {span} for this y_pred, got {{}} other label(s) "
+               f"since the last reset()")
+
     def count(labels):
         if labels.is_floating_point():
             top = None if classes is None else classes - 1
@@ -433,7 +466,7 @@ def _outside(classes):
         if classes is None:
             return (labels < 0).count_nonzero()
         return (labels // classes).count_nonzero()  # 0 exactly for 0 <= label < classes
-    return count
+    return message, count
 
 
 def _not_finite(values):
@@ -467,16 +500,16 @@ def _scalar_weight(sample_weight) -> np.ndarray | None:
 def _tensor(name: str, tensor):
     """A tensor of real numbers, not empty, checked by shape and dtype only (its values are
     checked on the device, for ``result()``); bools as int64, detached."""
-    import torch
-
+    torch = sys.modules["torch"]  # imported: a tensor exists
+    dtype = tensor.dtype
     if tensor.layout is not torch.strided or tensor.is_meta or tensor.is_quantized:
         check._dense_tensor(name, tensor)  # raises, naming the kind
-    if tensor.dtype.is_complex:
-        raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype} "
+    if dtype.is_complex:
+        raise TypeError(f"{name} must hold real numbers, got dtype {dtype} "
                         f"(shape {tuple(tensor.shape)})")
     if not tensor.numel():
         raise ValueError(f"{name} must not be empty, got shape {tuple(tensor.shape)}")
-    if tensor.dtype is torch.bool:
+    if dtype is torch.bool:
         return tensor.detach().long()
     return tensor.detach() if tensor.requires_grad else tensor
 

@@ -829,6 +829,28 @@ def test_bad_values_in_tensors_are_refused_when_the_metric_is_read(cls, args, me
         metric.result()
 
 
+def test_a_tensor_batch_adds_to_the_weighted_state_of_numpy_batches():
+    torch = pytest.importorskip("torch")
+    acc = Accuracy()  # a fractional total from NumPy, then a count of right samples on the device
+    acc.update([1, 1], [[0.9, 0.1], [0.2, 0.8]], sample_weight=[0.5, 1.25])
+    acc.update(torch.tensor([0]), torch.tensor([[0.9, 0.1]]))
+    assert read([acc.total, acc.count]) == [2.25, 2.75] and acc.total.dtype == torch.float64
+
+
+def test_values_kept_for_the_checks_may_change_shape_from_batch_to_batch():
+    torch = pytest.importorskip("torch")
+    acc = Accuracy()  # 2 classes, then 3: the scores of both are kept for one NaN check
+    acc.update(torch.tensor([0, 1]), torch.tensor([[0.2, 0.8], [0.6, 0.4]]))
+    acc.update(torch.tensor([2]), torch.tensor([[0.1, 0.2, float("nan")]]))
+    with pytest.raises(ValueError, match=r"y_pred must be finite, got 1 NaN or inf value\(s\)"):
+        acc.result()
+    mean = Mean()  # a scalar's weight, then a batch's
+    mean.update(torch.tensor(1.0), sample_weight=torch.tensor(-1.0))
+    mean.update(torch.tensor([1.0, 2.0]), sample_weight=torch.tensor([1.0, -2.0]))
+    with pytest.raises(ValueError, match=r"sample_weight must be >= 0, got 2 negative weight"):
+        mean.result()
+
+
 def test_tensor_weights_are_checked_when_read_and_others_at_once():
     torch = pytest.importorskip("torch")
     values = torch.tensor([1.0, 2.0])
@@ -893,3 +915,13 @@ def test_tensor_inputs_are_checked_in_numpys_order():
                            (torch.tensor([0]), torch.tensor([0.3]))):
         with pytest.raises(ValueError, match=r"^top_k=2 needs class scores"):
             Accuracy(top_k=2).update(labels, scores, sample_weight=[1.0, 2.0])
+
+
+def test_a_refused_tensor_batch_leaves_no_value_to_check():
+    torch = pytest.importorskip("torch")
+    acc = Accuracy()  # a label out of range and a NaN score, in a batch refused for its weights
+    with pytest.raises(ValueError, match=r"sample_weight must hold one weight per sample"):
+        acc.update(torch.tensor([0, 5]), torch.tensor([[0.2, float("nan")], [0.6, 0.4]]),
+                   sample_weight=torch.ones(3))
+    acc.update(torch.tensor([0]), torch.tensor([[0.9, 0.1]]))
+    assert acc.result() == 1.0
