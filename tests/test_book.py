@@ -437,6 +437,7 @@ def test_paste_your_run_trainer_block_runs_as_shown(tmp_path, capsys):
     # different lengths: the case the block's sentence names.
     transformers = pytest.importorskip("transformers")
     import torch
+    from test_hf import collate  # pads, labelling the padding -100
 
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
@@ -445,16 +446,6 @@ def test_paste_your_run_trainer_block_runs_as_shown(tmp_path, capsys):
     g = torch.Generator().manual_seed(1)
     rows = [{"input_ids": torch.randint(0, 32, (int(n),), generator=g)}
             for n in torch.randint(3, 13, (12,), generator=g)]
-
-    def collate(batch):
-        longest = max(len(row["input_ids"]) for row in batch)
-        ids = torch.zeros(len(batch), longest, dtype=torch.long)
-        labels = torch.full((len(batch), longest), -100)
-        mask = torch.zeros(len(batch), longest, dtype=torch.long)
-        for i, row in enumerate(batch):
-            n = len(row["input_ids"])
-            ids[i, :n], labels[i, :n], mask[i, :n] = row["input_ids"], row["input_ids"], 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=3, gradient_accumulation_steps=2,
