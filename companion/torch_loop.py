@@ -76,25 +76,26 @@ def train(model, x, y, *, loss_fn, optimizer, batch_size: int, epochs: int, metr
         steps = []
         for step in batches(len(x), batch_size * accumulation_steps):
             x_step, y_step = x_epoch[step], y_epoch[step]
+            size = len(x_step)
             optimizer.zero_grad()
-            losses = []
-            for micro in batches(len(x_step), batch_size):  # one, unless accumulating
-                y_pred = model(x_step[micro])
-                loss = loss_fn(y_pred, y_step[micro])
+            losses = []  # of its micro-batches: one, unless accumulating gradients
+            for x_batch, y_batch in _micro_batches(x_step, y_step, batch_size):
+                y_pred = model(x_batch)
+                loss = loss_fn(y_pred, y_batch)
                 if penalty is not None:
                     loss = loss + penalty(model)
                 # backward() adds to .grad: weighting each micro-batch's mean loss by
                 # its share of the step's samples makes .grad the step's mean gradient.
-                share = len(y_pred) / len(x_step)  # 1, without accumulation
+                share = len(y_pred) / size  # 1, without accumulation
                 weighted = loss if share == 1 else loss * share
                 weighted.backward()
                 losses.append(weighted.detach())
                 for metric in metrics:
-                    metric.update(y_step[micro], y_pred.detach())
+                    metric.update(y_batch, y_pred.detach())
             optimizer.step()
             # Loss and metrics were computed before step(): they describe the weights
             # the step started from. All of them are still on the model's device.
-            steps.append((len(x_step), losses, [(m.total, m.count) for m in metrics]))
+            steps.append((size, losses, [(m.total, m.count) for m in metrics]))
 
         # One read of the epoch's numbers: a read per step would make a GPU wait for
         # the host at every step. Then the Keras way: the running epoch loss is the mean
@@ -105,15 +106,22 @@ def train(model, x, y, *, loss_fn, optimizer, batch_size: int, epochs: int, metr
             loss = sum(losses)
             check.finite_loss(loss, epoch, index)
             total, count = total + loss * size, count + size
-            batch = {m.name: (t - t0) / (c - c0) for m, (t, c), (t0, c0)
-                     in zip(metrics, after, before)}
-            running = {"loss": total / count, **{m.name: t / c for m, (t, c)
-                                                 in zip(metrics, after)}}
-            log.add_batch(epoch=epoch, step=index, size=size,
-                          batch={"loss": loss, **batch}, running=running)
+            batch, running = {"loss": loss}, {"loss": total / count}
+            for m, (t, c), (t0, c0) in zip(metrics, after, before):
+                batch[m.name], running[m.name] = (t - t0) / (c - c0), t / c
+            log.add_batch(epoch=epoch, step=index, size=size, batch=batch,
+                          running=running)
             before = after
         log.end_epoch({"loss": total / count, **{m.name: m.result() for m in metrics}})
     return log
+
+
+def _micro_batches(x_step, y_step, batch_size: int):
+    """The micro-batches of one optimizer step: the step itself, unless it holds more than
+    ``batch_size`` samples (gradient accumulation)."""
+    if len(x_step) <= batch_size:
+        return [(x_step, y_step)]
+    return [(x_step[micro], y_step[micro]) for micro in batches(len(x_step), batch_size)]
 
 
 # --- argument checks: all of them, before the first step ------------------------------------------

@@ -78,8 +78,10 @@ class TrainingLog:
 
     def _values(self, name: str, values) -> dict[str, float]:
         """One Python float per key, from a dict that has every key (and maybe others)."""
-        if type(values) is dict and all(type(values.get(key)) is float for key in self.keys):
-            return {key: values[key] for key in self.keys}  # what the loops log: nothing to convert
+        # What the loops log, once per step: a dict of floats with the keys in order. (Checked
+        # without a Python loop: this runs at every step of every epoch.)
+        if type(values) is dict and tuple(values) == self.keys and set(map(type, values.values())) <= {float}:
+            return dict(values)
         if not isinstance(values, Mapping):
             raise TypeError(f"{name} must be a dict with a number for each of {self.keys}, got "
                             f"{type(values).__name__}")

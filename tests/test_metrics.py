@@ -895,6 +895,20 @@ def test_read_copies_once_per_dtype_and_device():
     assert read([1, "a", (2.5,)]) == [1, "a", (2.5,)]
 
 
+def test_read_takes_tensors_of_one_element_whatever_their_shape():
+    torch = pytest.importorskip("torch")
+    assert read([torch.tensor([2.0]), (torch.tensor(3.0), torch.tensor([[4]]))]) == [2.0, (3.0, 4)]
+
+
+def test_the_finite_check_counts_nan_and_both_infinities_but_no_large_finite_value():
+    torch = pytest.importorskip("torch")
+    acc = Accuracy()
+    scores = [[float("nan"), 0.0], [float("inf"), 0.0], [-float("inf"), 0.0], [1e308, -1e308]]
+    acc.update(torch.tensor([0, 0, 0, 0]), torch.tensor(scores, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"y_pred must be finite, got 3 NaN or inf value\(s\)"):
+        acc.result()
+
+
 def test_a_tensor_value_with_a_tensor_weight_reads_back():
     torch = pytest.importorskip("torch")
     loss = Mean(name="loss")

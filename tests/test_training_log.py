@@ -36,6 +36,19 @@ def test_add_batch_keeps_the_logged_keys_as_python_numbers():
     assert type(log.history["loss"][0]) is float
 
 
+def test_add_batch_stores_a_copy_in_the_order_of_the_keys():
+    log = TrainingLog(keys=("loss", "mse"))
+    as_logged = {"loss": 0.5, "mse": 0.25}  # the loops' dicts: floats, keys in order
+    reordered = {"mse": 0.25, "loss": 0.5}
+    log.add_batch(epoch=0, step=0, size=4, batch=as_logged, running=reordered)
+    as_logged["loss"] = 9.0  # the record is the caller's dict as it was, not the dict itself
+    record = log.batches[0]
+    assert record.batch == {"loss": 0.5, "mse": 0.25} and list(record.running) == ["loss", "mse"]
+    log.add_batch(epoch=0, step=1, size=4, batch={"loss": 1, "mse": np.float32(1)}, running=reordered)
+    assert log.batches[1].batch == {"loss": 1.0, "mse": 1.0}  # not floats: converted one by one
+    assert type(log.batches[1].batch["loss"]) is float
+
+
 # --- every input, valid or not (issue 15) -----------------------------------------------------------
 
 KEYS = objects_valid_and_invalid(

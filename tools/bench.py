@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"tf_ratio": 1.2, "torch_ratio": 1.1, "import_s": 0.3, "notebook_s": 30.0}
-TORCH_RUNS = 3  # each torch ratio is measured this many times, each the best of --repeats
+TORCH_RUNS = 5  # each torch ratio is measured this many times, each the best of --repeats
 
 
 def per_epoch(reference, candidate, repeats: int, extra: int = 10) -> tuple[float, float]:
