@@ -92,7 +92,8 @@ def read(values):
     for key, tensor in zip(keys, tensors):
         groups.setdefault(key, []).append(tensor if tensor.dim() == 0 else tensor.reshape(()))
     copied = {key: iter(torch.stack(group).tolist()) for key, group in groups.items()}  # the copies
-    return _replace((values,), torch.Tensor, (next(copied[key]) for key in keys))[0]
+    numbers = [next(copied[key]) for key in keys]
+    return _replace((values,), torch.Tensor, iter(numbers))[0]
 
 
 def _collect(values: list | tuple, tensor_class, tensors: list) -> None:
