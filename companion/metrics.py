@@ -146,6 +146,7 @@ class _Metric:
         self._found = {}  # message -> how many bad values its check found (a tensor)
         self._kept = 0  # how many values are kept unchecked
         self._size = (None, None)  # the last batch size added on the device, and it as a tensor
+        self._checked = (None, None)  # the form of the last tensors taken, what checks found
 
     def result(self) -> float:
         """``total / count``; raises ``ValueError`` while ``count`` is 0, and for what the
@@ -203,6 +204,22 @@ class _Metric:
         # (Tensor.add is a little faster than the + operator, which checks its operands.)
         total = self.total.add(batch) if scale == 1 else self.total.add(batch, alpha=scale)
         self.total, self.count = total, self.count.add(count)
+
+    def _same_form(self, y_true, y_pred, sample_weight) -> bool:
+        """Whether ``y_true`` and ``y_pred`` are tensors of the form of the last ones this
+        metric took, with no ``sample_weight`` again. The checks that run at once read a
+        batch's form only (see :func:`_form`), and a training loop feeds one form at every
+        step but the last: they need not run again. (The checks of the values run every time.)
+        """
+        return (sample_weight is None and type(y_true) is type(y_pred)
+                and _form(y_true, y_pred) == self._checked[0])
+
+    def _remember_form(self, given, checked, sample_weight, told=None) -> None:
+        """After the checks of a batch passed: keep the form of the ``given`` tensors (and
+        ``told``, what the checks found from it) for :meth:`_same_form`, if the checks
+        took them as they were (``checked``: no reshape, no detach, no conversion)."""
+        same = sample_weight is None and all(a is b for a, b in zip(given, checked))
+        self._checked = (_form(*given), told) if same else (None, None)
 
     def _check_later(self, message: str, count_bad, values) -> None:
         """Keep ``values`` (a tensor) for the check ``count_bad(all kept values)``, which
@@ -320,10 +337,15 @@ class MeanSquaredError(_Metric):
                                                of="y_true"), "y_true and y_pred")
 
     def _update_on_device(self, y_true, y_pred, sample_weight) -> None:
-        y_pred = _tensor("y_pred", y_pred)
+        weights = None
+        if not self._same_form(y_true, y_pred, sample_weight):  # else checked before
+            given = y_true, y_pred
+            y_pred = _tensor("y_pred", y_pred)
+            self._on_its_device(y_pred)
+            y_true, y_pred = check.same_shape(_on_device("y_true", y_true, y_pred), y_pred)
+            weights = _device_weights(sample_weight, y_pred, of="y_true")
+            self._remember_form(given, (y_true, y_pred), sample_weight)
         self._on_its_device(y_pred)
-        y_true, y_pred = check.same_shape(_on_device("y_true", y_true, y_pred), y_pred)
-        weights = _device_weights(sample_weight, y_pred, of="y_true")
         # In float64, as above: the difference of two float32 numbers is exact there.
         difference = _floats(y_pred) - y_true  # y_true is promoted to float64 as it is read
         if weights is None:  # the sum of all squared errors, over the outputs per sample
@@ -417,13 +439,19 @@ class Accuracy(_Metric):
         return ((y_pred > self.threshold) == y_true).astype(np.float64)
 
     def _update_on_device(self, y_true, y_pred, sample_weight) -> None:
-        y_pred = _tensor("y_pred", y_pred)
+        labels, weights = y_true, None
+        kind, top_k = self._checked[1] or (None, None)  # top_k, should it have been changed
+        if top_k != self.top_k or not self._same_form(y_true, y_pred, sample_weight):
+            given = y_true, y_pred
+            y_pred = _tensor("y_pred", y_pred)
+            self._on_its_device(y_pred)
+            labels = _on_device("y_true", y_true, y_pred)
+            check.class_index_shape(labels)
+            labels = labels if labels.dim() == 1 else labels.reshape(-1)
+            kind = self._kind(y_pred, labels.shape[0])  # y_pred and top_k first, as NumPy's
+            weights = _device_weights(sample_weight, labels, of="y_true")
+            self._remember_form(given, (labels, y_pred), sample_weight, told=(kind, self.top_k))
         self._on_its_device(y_pred)
-        labels = _on_device("y_true", y_true, y_pred)
-        check.class_index_shape(labels)
-        labels = labels if labels.dim() == 1 else labels.reshape(-1)
-        kind = self._kind(y_pred, labels.shape[0])  # y_pred and top_k first, as NumPy's
-        weights = _device_weights(sample_weight, labels, of="y_true")
         # Every argument is checked: from here the batch is kept (a refused one leaves no trace).
         correct = self._correct_on_device(labels, y_pred, kind)
         if weights is None:  # count_nonzero: the fastest sum of bools
@@ -466,6 +494,14 @@ def _label_check(classes):
             return (labels < 0).count_nonzero()
         return (labels // classes).count_nonzero()  # 0 exactly for 0 <= label < classes
     return message, count
+
+
+def _form(y_true, y_pred) -> tuple:
+    """What the checks of two tensors read when they are fed (their values are checked
+    later): class, shape, dtype, device, layout and whether they require grad."""
+    return (type(y_true), y_true.shape, y_true.dtype, y_true.device, y_true.layout,
+            y_true.requires_grad, type(y_pred), y_pred.shape, y_pred.dtype, y_pred.device,
+            y_pred.layout, y_pred.requires_grad)
 
 
 def _not_finite(values):

@@ -895,6 +895,38 @@ def test_read_copies_once_per_dtype_and_device():
     assert read([1, "a", (2.5,)]) == [1, "a", (2.5,)]
 
 
+def test_a_batch_of_another_form_than_the_last_is_checked_at_once_and_every_batch_when_read():
+    # A batch of tensors with the form (shape, dtype, device...) of the last one is not
+    # checked again at once; its values still are, when the metric is read.
+    torch = pytest.importorskip("torch")
+    acc, scores = Accuracy(), torch.tensor([[0.2, 0.8], [0.6, 0.4]])
+    acc.update(torch.tensor([1, 0]), scores)
+    acc.update(torch.tensor([1, 5]), scores)  # the form of the last batch, a label out of range
+    with pytest.raises(ValueError, match=r"got 1 other label\(s\)"):
+        acc.result()
+    acc.reset()
+    acc.update(torch.tensor([1, 0]), scores)
+    with pytest.raises(ValueError, match=r"class indices of shape \(N,\) or \(N, 1\)"):
+        acc.update(torch.tensor([[1, 0]]), scores)
+    acc.top_k = 3  # the same form, but a setting its checks read
+    with pytest.raises(ValueError, match="top_k=3 but y_pred has only 2 classes"):
+        acc.update(torch.tensor([1, 0]), scores)
+    mse = MeanSquaredError()
+    mse.update(torch.ones(2, 1), torch.zeros(2, 1))
+    with pytest.raises(ValueError, match=r"y_true has shape \(3, 1\) and y_pred has shape \(2, 1\)"):
+        mse.update(torch.ones(3, 1), torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="y_true is on meta but y_pred is on cpu"):
+        mse.update(torch.ones(2, 1, device="meta"), torch.zeros(2, 1))
+    mse.total = torch.zeros((), dtype=torch.float64, device="meta")  # as if fed on another device
+    with pytest.raises(ValueError, match="adds up on meta"):
+        mse.update(torch.ones(2, 1), torch.zeros(2, 1))
+    mse.reset()
+    needs_grad = torch.zeros(2, 1, requires_grad=True)  # detached by the checks, at every update
+    mse.update(torch.ones(2, 1), needs_grad)
+    mse.update(torch.ones(2, 1), needs_grad)
+    assert mse.result() == 1.0 and not mse.total.requires_grad
+
+
 def test_read_takes_tensors_of_one_element_whatever_their_shape():
     torch = pytest.importorskip("torch")
     assert read([torch.tensor([2.0]), (torch.tensor(3.0), torch.tensor([[4]]))]) == [2.0, (3.0, 4)]
