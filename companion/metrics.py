@@ -29,7 +29,8 @@ host until ``result()``, or :func:`read`, reads them, once. On a GPU a copy to t
 the host wait for every queued kernel, so a metric that copied each batch would stall the
 device at every step. The checks that need the values themselves (NaN or inf, labels out of
 range, negative weights) are counted on the device too and raised by ``result()``; shapes and
-dtypes are checked at once. Such a total is a plain float64 sum, without the compensation
+dtypes are checked at once (a batch of the same shape, dtype and device as the last one is
+not checked again). Such a total is a plain float64 sum, without the compensation
 (its relative error after n updates is below n * 1.1e-16). NumPy arrays, lists and TensorFlow
 tensors are added up on the host, as NumPy.
 
