@@ -346,7 +346,8 @@ class MeanSquaredError(_Metric):
             y_true, y_pred = check.same_shape(_on_device("y_true", y_true, y_pred), y_pred)
             weights = _device_weights(sample_weight, y_pred, of="y_true")
             self._remember_form(given, (y_true, y_pred), sample_weight)
-        self._on_its_device(y_pred)
+        else:  # the one check that reads the metric's state, not the batch's form
+            self._on_its_device(y_pred)
         # In float64, as above: the difference of two float32 numbers is exact there.
         difference = _floats(y_pred) - y_true  # y_true is promoted to float64 as it is read
         if weights is None:  # the sum of all squared errors, over the outputs per sample
@@ -452,7 +453,8 @@ class Accuracy(_Metric):
             kind = self._kind(y_pred, labels.shape[0])  # y_pred and top_k first, as NumPy's
             weights = _device_weights(sample_weight, labels, of="y_true")
             self._remember_form(given, (labels, y_pred), sample_weight, told=(kind, self.top_k))
-        self._on_its_device(y_pred)
+        else:  # the one check that reads the metric's state, not the batch's form
+            self._on_its_device(y_pred)
         # Every argument is checked: from here the batch is kept (a refused one leaves no trace).
         correct = self._correct_on_device(labels, y_pred, kind)
         if weights is None:  # count_nonzero: the fastest sum of bools
